@@ -1,0 +1,49 @@
+"""The project's errors: a small flat tree. Nothing here imports a client library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class ConfigError:
+    """One problem in the config repo, at `path:line:col` (path relative to the repo root; 1-based)."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "line": self.line, "col": self.col, "message": self.message}
+
+
+class ReconcileError(Exception):
+    """Base of every error the CLI reports as a one-line message with exit code 1."""
+
+
+class ValidationFailed(ReconcileError):
+    """The repo does not validate; carries every error found, sorted."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = sorted(errors)
+        super().__init__(f"{len(self.errors)} validation error(s)")
+
+
+class ClusterError(ReconcileError):
+    """The Kubernetes API failed or refused a request (message starts with the object's identity)."""
+
+
+class PlanRefused(ReconcileError):
+    """A safety rule refused the plan (mass delete, conflicts without --adopt)."""
+
+
+class LockError(ReconcileError):
+    """The reconciler Lease could not be acquired in time; the message names the holder."""
+
+
+class GitHubError(ReconcileError):
+    """The GitHub API failed; never fatal to a reconcile, reported as a warning."""
