@@ -1,0 +1,372 @@
+"""A fake GitHub REST API on loopback, for tests of everything that posts to pull requests.
+
+It serves the endpoints ``reconciler.github`` uses, records every request (method, path,
+query, headers, JSON body) and keeps scriptable state::
+
+    with FakeGitHub() as gh:                      # or the ``fake_github`` pytest fixture
+        gh.add_pull(7, merge_commit_sha="abc")
+        gh.commit_pulls["abc"] = [7]
+        gh.commit_pulls_empty_first = 2           # the first two answers are [] (just merged)
+        gh.add_comment(7, "<!-- workspace-gitops:plan -->", login="mallory")
+        gh.inject("POST", r"/issues/\\d+/comments$", 403, {"message": "Resource not accessible"})
+        env = gh.environment(tmp_path, event_name="push", sha="abc")
+        ...
+        [r.method for r in gh.requests]
+
+Served: ``GET /user`` (403 when ``user_login`` is None, like an App installation token),
+``GET /repos/{o}/{r}/commits/{sha}/pulls``, ``GET|POST /repos/{o}/{r}/issues/{n}/comments``
+(paginated with ``per_page``/``page`` and RFC 8288 ``Link`` headers),
+``PATCH /repos/{o}/{r}/issues/comments/{id}``. A wrong token answers 401, an unknown
+repository or PR 404, anything else 404 too.
+
+Use it from a test module with::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ on the path
+    from fakegithub import FakeGitHub, fake_github  # noqa: F401  (the fixture)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DEFAULT_TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
+DEFAULT_REPOSITORY = "acme/workspaces"
+SERVER_URL = "https://github.example"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the fake received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+    raw_body: bytes
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class _Injection:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    body: Any
+    headers: dict[str, str]
+    times: int | None
+
+
+@dataclass
+class FakeGitHub:
+    """The fake's state; every attribute may be changed by a test at any time."""
+
+    repository: str = DEFAULT_REPOSITORY
+    token: str = DEFAULT_TOKEN
+    user_login: str | None = "workspace-bot"
+    """The token's own user; None makes ``GET /user`` answer 403 like an App installation token."""
+    app_slug: str = "github-actions"
+    """The App that writes comments when ``user_login`` is None (author ``<slug>[bot]``)."""
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    commit_pulls: dict[str, list[int]] = field(default_factory=dict)
+    commit_pulls_empty_first: int = 0
+    """``commits/{sha}/pulls`` answers ``[]`` for this many calls first (GitHub right after a merge)."""
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    requests: list[Recorded] = field(default_factory=list)
+    _injections: list[_Injection] = field(default_factory=list)
+    _next_id: int = 1000
+    _commit_pulls_calls: int = 0
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # ----------------------------------------------------------------------------------------
+    # lifecycle
+
+    def start(self) -> FakeGitHub:
+        """Listen on 127.0.0.1 on a free port, serving from a daemon thread."""
+        fake = self
+
+        class Handler(_Handler):
+            github = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-github", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeGitHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The API root, e.g. ``http://127.0.0.1:43121``."""
+        assert self._server is not None, "FakeGitHub is not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # ----------------------------------------------------------------------------------------
+    # scripting
+
+    def add_pull(
+        self,
+        number: int,
+        *,
+        state: str = "open",
+        merged: bool = False,
+        merge_commit_sha: str | None = None,
+        head_sha: str | None = None,
+    ) -> dict[str, Any]:
+        """Add (or replace) a pull request."""
+        with self._lock:
+            pull = {
+                "number": number,
+                "state": "closed" if merged else state,
+                "merged_at": "2024-01-01T00:00:00Z" if merged else None,
+                "merge_commit_sha": merge_commit_sha,
+                "head": {"sha": head_sha or f"{number:040x}"},
+                "html_url": f"{SERVER_URL}/{self.repository}/pull/{number}",
+            }
+            self.pulls[number] = pull
+            self.comments.setdefault(number, [])
+            return pull
+
+    def add_comment(
+        self, pr: int, body: str, *, login: str, type: str = "User", app_slug: str | None = None
+    ) -> dict[str, Any]:
+        """Add a comment written by ``login`` (a ``Bot`` with ``app_slug`` for an App's comment)."""
+        with self._lock:
+            return self._new_comment(pr, body, login=login, type=type, app_slug=app_slug)
+
+    def inject(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        times: int | None = 1,
+    ) -> None:
+        """Answer ``status`` to requests whose path matches the regex ``path``; ``times=None``: always."""
+        with self._lock:
+            self._injections.append(
+                _Injection(method.upper(), re.compile(path), status, body, dict(headers or {}), times)
+            )
+
+    def requests_to(self, method: str | None = None, path: str | None = None) -> list[Recorded]:
+        """The recorded requests, filtered by method and by a regex searched in the path."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method.upper())
+                and (path is None or re.search(path, r.path))
+            ]
+
+    def environment(
+        self,
+        tmp_path: Path,
+        *,
+        event_name: str = "pull_request",
+        pr: int | None = None,
+        sha: str | None = None,
+        payload: dict[str, Any] | None = None,
+        run_id: str | None = "4242",
+        step_summary: bool = True,
+    ) -> dict[str, str]:
+        """The Actions environment of a run against this fake; writes the event payload in ``tmp_path``."""
+        if payload is None:
+            payload = {}
+            if event_name.startswith("pull_request") and pr is not None:
+                payload = {
+                    "number": pr,
+                    "pull_request": {
+                        "number": pr,
+                        "base": {"sha": "0" * 40, "ref": "main"},
+                        "head": {"repo": {"full_name": self.repository}},
+                    },
+                }
+            elif event_name == "push":
+                payload = {"after": sha, "ref": "refs/heads/main"}
+        event_path = tmp_path / f"event-{event_name}.json"
+        event_path.write_text(json.dumps(payload), encoding="utf-8")
+        env = {
+            "GITHUB_API_URL": self.url,
+            "GITHUB_SERVER_URL": SERVER_URL,
+            "GITHUB_REPOSITORY": self.repository,
+            "GITHUB_TOKEN": self.token,
+            "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_EVENT_PATH": str(event_path),
+            "GITHUB_SHA": sha or "f" * 40,
+        }
+        if run_id is not None:
+            env["GITHUB_RUN_ID"] = run_id
+        if step_summary:
+            summary = tmp_path / "step-summary.md"
+            summary.touch()
+            env["GITHUB_STEP_SUMMARY"] = str(summary)
+        return env
+
+    # ----------------------------------------------------------------------------------------
+    # serving (called from the handler threads, under the lock)
+
+    def _new_comment(
+        self, pr: int, body: str, *, login: str, type: str, app_slug: str | None
+    ) -> dict[str, Any]:
+        self._next_id += 1
+        comment_id = self._next_id
+        comment = {
+            "id": comment_id,
+            "body": body,
+            "user": {"login": login, "type": type},
+            "performed_via_github_app": {"slug": app_slug} if app_slug else None,
+            "html_url": f"{SERVER_URL}/{self.repository}/pull/{pr}#issuecomment-{comment_id}",
+        }
+        self.comments.setdefault(pr, []).append(comment)
+        return comment
+
+    def _author(self) -> dict[str, Any]:
+        if self.user_login is not None:
+            return {"login": self.user_login, "type": "User", "app_slug": None}
+        return {"login": f"{self.app_slug}[bot]", "type": "Bot", "app_slug": self.app_slug}
+
+    def _handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        for injection in self._injections:
+            if injection.method == method and injection.path.search(path) and injection.times != 0:
+                if injection.times is not None:
+                    injection.times -= 1
+                return injection.status, injection.body, injection.headers
+        auth = headers.get("authorization", "")
+        if auth not in (f"Bearer {self.token}", f"token {self.token}"):
+            return 401, {"message": "Bad credentials"}, {}
+        if method == "GET" and path == "/user":
+            if self.user_login is None:
+                return 403, {"message": "Resource not accessible by integration"}, {}
+            return 200, {"login": self.user_login, "type": "User"}, {}
+        prefix = f"/repos/{self.repository}/"
+        if not path.startswith(prefix):
+            return 404, {"message": "Not Found"}, {}
+        rest = path[len(prefix) :]
+        if method == "GET" and (m := re.fullmatch(r"commits/([0-9a-zA-Z]+)/pulls", rest)):
+            self._commit_pulls_calls += 1
+            if self._commit_pulls_calls <= self.commit_pulls_empty_first:
+                return 200, [], {}
+            return 200, [self.pulls[n] for n in self.commit_pulls.get(m.group(1), []) if n in self.pulls], {}
+        if m := re.fullmatch(r"issues/(\d+)/comments", rest):
+            pr = int(m.group(1))
+            if pr not in self.pulls:
+                return 404, {"message": "Not Found"}, {}
+            if method == "GET":
+                return self._page(path, query, self.comments.get(pr, []))
+            if method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("body"), str):
+                    return 422, {"message": "Invalid request: body is missing"}, {}
+                if len(body["body"]) > 65_536:
+                    return (
+                        422,
+                        {"message": "Validation Failed: body is too long (maximum is 65536 characters)"},
+                        {},
+                    )
+                a = self._author()
+                return (
+                    201,
+                    self._new_comment(
+                        pr, body["body"], login=a["login"], type=a["type"], app_slug=a["app_slug"]
+                    ),
+                    {},
+                )
+        if method == "PATCH" and (m := re.fullmatch(r"issues/comments/(\d+)", rest)):
+            comment_id = int(m.group(1))
+            for comments in self.comments.values():
+                for comment in comments:
+                    if comment["id"] == comment_id:
+                        if not isinstance(body, dict) or not isinstance(body.get("body"), str):
+                            return 422, {"message": "Invalid request: body is missing"}, {}
+                        if len(body["body"]) > 65_536:
+                            return 422, {"message": "Validation Failed: body is too long"}, {}
+                        comment["body"] = body["body"]
+                        return 200, comment, {}
+            return 404, {"message": "Not Found"}, {}
+        return 404, {"message": "Not Found"}, {}
+
+    def _page(
+        self, path: str, query: dict[str, list[str]], items: list[dict[str, Any]]
+    ) -> tuple[int, Any, dict[str, str]]:
+        per_page = min(100, max(1, int(query.get("per_page", ["30"])[0])))
+        page = max(1, int(query.get("page", ["1"])[0]))
+        last = max(1, -(-len(items) // per_page))
+        chunk = items[(page - 1) * per_page : page * per_page]
+        links = []
+        if page < last:
+            links.append(f'<{self.url}{path}?per_page={per_page}&page={page + 1}>; rel="next"')
+            links.append(f'<{self.url}{path}?per_page={per_page}&page={last}>; rel="last"')
+        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    github: FakeGitHub
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep pytest output clean; the requests are recorded instead
+
+    def _serve(self) -> None:
+        split = urllib.parse.urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        query = urllib.parse.parse_qs(split.query)
+        with self.github._lock:
+            self.github.requests.append(Recorded(self.command, split.path, query, headers, body, raw))
+            status, answer, extra = self.github._handle(self.command, split.path, query, headers, body)
+        payload = b"" if answer is None else json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    """A started :class:`FakeGitHub`, stopped after the test."""
+    with FakeGitHub() as fake:
+        yield fake
