@@ -1,0 +1,464 @@
+"""The file kinds (pydantic v2, strict, no extra fields at any depth) and the resolved `Repo`."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+API_VERSION = "workspaces/v1"
+
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+LOGIN = r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+# The Kubernetes quantity grammar (k8s.io/apimachinery/pkg/api/resource), without a sign:
+# resource requests are never negative.
+QUANTITY = (
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+    r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))?$"
+)
+# An absolute path without whitespace or shell metacharacters: it is pasted into a hint.
+ABSOLUTE_PATH = r"^/[^\s\"'`$\\;&|<>(){}*?!#]*$"
+LOG_PATTERN = r"^[^\"`$\\\n\r]+$"
+
+_DNS1035_RE = re.compile(DNS1035_LABEL)
+_DNS1123_RE = re.compile(DNS1123_LABEL)
+_SUBDOMAIN_RE = re.compile(DNS1123_SUBDOMAIN)
+_QUANTITY_RE = re.compile(QUANTITY)
+_ABSOLUTE_PATH_RE = re.compile(ABSOLUTE_PATH)
+_LOGIN_RE = re.compile(LOGIN)
+_LOG_PATTERN_RE = re.compile(LOG_PATTERN)
+_IMAGE_RE = re.compile(r"^[^\s]+$")
+_ENV_NAME_RE = re.compile(ENV_NAME)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return value
+
+
+def _dns1035_label(value: object) -> str:
+    text = _string(value)
+    if len(text) > 63 or not _DNS1035_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "dns1035_label",
+            "{value} is not a valid name: use a DNS-1035 label (lower-case letters, digits and '-', "
+            "starting with a letter, not ending with '-', at most 63 characters)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _dns1123_label(value: object) -> str:
+    text = _string(value)
+    if len(text) > 63 or not _DNS1123_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "dns1123_label",
+            "{value} is not a valid DNS-1123 label (lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _dns1123_subdomain(value: object) -> str:
+    text = _string(value)
+    if len(text) > 253 or not _SUBDOMAIN_RE.fullmatch(text) or any(len(p) > 63 for p in text.split(".")):
+        raise PydanticCustomError(
+            "dns1123_subdomain",
+            "{value} is not a valid DNS-1123 name (lower-case letters, digits, '-' and '.', "
+            "labels of at most 63 characters, at most 253 in all)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _login(value: object) -> str:
+    text = _string(value)
+    if len(text) > 39 or not _LOGIN_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "login",
+            "{value} is not a valid login (letters, digits and '-', at most 39)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _owner(value: object) -> str:
+    text = _string(value)
+    if len(text) > 39 or not _DNS1123_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "owner",
+            "{value} is not a valid owner: use the lower-case login (letters, digits and '-', at most 39)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _absolute_path(value: object) -> str:
+    text = _string(value)
+    if not _ABSOLUTE_PATH_RE.fullmatch(text) or "/../" in f"{text}/" or len(text) > 1024:
+        raise PydanticCustomError(
+            "absolute_path",
+            "{value} is not a plain absolute path (starts with '/', no '..', spaces or shell characters)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _mount_path(value: object) -> str:
+    text = _absolute_path(value)
+    if text.rstrip("/") == "":
+        raise PydanticCustomError("mount_path", "cannot mount over '/'")
+    return text
+
+
+def _log_pattern(value: object) -> str:
+    text = _string(value)
+    if len(text) > 256 or not _LOG_PATTERN_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "log_pattern",
+            "{value} is not a usable log pattern (non-empty, no quotes, backslashes, '$' or backticks)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _env_name(value: object) -> str:
+    text = _string(value)
+    if len(text) > 256 or not _ENV_NAME_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "env_name",
+            "{value} is not a valid environment variable name "
+            "(letters, digits and '_', not starting with a digit)",
+            {"value": repr(text)},
+        )
+    return text
+
+
+def _image(value: object) -> str:
+    text = _string(value)
+    if len(text) > 1024 or not _IMAGE_RE.fullmatch(text):
+        raise PydanticCustomError("image", "{value} is not a valid image reference", {"value": repr(text)})
+    return text
+
+
+def _quantity(value: object) -> str:
+    """A Kubernetes quantity as text; YAML numbers (`cpu: 4`, `cpu: 0.5`) are accepted as written."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise PydanticCustomError(
+            "quantity_type", 'Input should be a Kubernetes quantity such as "4", "500m" or "16Gi"'
+        )
+    text = value if isinstance(value, str) else (repr(value) if math.isfinite(value) else "")
+    if text.startswith("-") and _QUANTITY_RE.fullmatch(text[1:]):
+        raise PydanticCustomError("quantity_negative", "{value} must not be negative", {"value": repr(text)})
+    if not _QUANTITY_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "quantity",
+            '{value} is not a valid Kubernetes quantity (e.g. "4", "500m", "16Gi", "512Mi")',
+            {"value": repr(str(value))},
+        )
+    return text
+
+
+def _schema(pattern: str, max_length: int | None = None, **extra: Any) -> WithJsonSchema:
+    schema: dict[str, Any] = {"type": "string", "pattern": pattern, **extra}
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return WithJsonSchema(schema)
+
+
+Name = Annotated[str, PlainValidator(_dns1035_label), _schema(DNS1035_LABEL, 63)]
+"""A DNS-1035 label: what a Service name must be."""
+Label = Annotated[str, PlainValidator(_dns1123_label), _schema(DNS1123_LABEL, 63)]
+Subdomain = Annotated[str, PlainValidator(_dns1123_subdomain), _schema(DNS1123_SUBDOMAIN, 253)]
+Login = Annotated[str, PlainValidator(_login), _schema(LOGIN, 39)]
+Owner = Annotated[str, PlainValidator(_owner), _schema(DNS1123_LABEL, 39)]
+AbsolutePath = Annotated[str, PlainValidator(_absolute_path), _schema(ABSOLUTE_PATH, 1024)]
+MountPath = Annotated[str, PlainValidator(_mount_path), _schema(ABSOLUTE_PATH, 1024)]
+LogPattern = Annotated[str, PlainValidator(_log_pattern), _schema(LOG_PATTERN, 256)]
+Image = Annotated[str, PlainValidator(_image), _schema(r"^[^\s]+$", 1024)]
+EnvName = Annotated[str, PlainValidator(_env_name), _schema(ENV_NAME, 256)]
+Quantity = Annotated[
+    str,
+    PlainValidator(_quantity),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY}, {"type": "number", "minimum": 0}]}),
+]
+"""A non-negative Kubernetes quantity ("4", "500m", "16Gi"), kept as the text written."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+
+
+class Metadata(_Model):
+    """Identifies the object; the name is also the file's stem."""
+
+    name: Name
+
+
+class _File(_Model):
+    api_version: Literal["workspaces/v1"] = Field(alias="apiVersion")
+    metadata: Metadata
+
+    @property
+    def name(self) -> str:
+        """`metadata.name`."""
+        return self.metadata.name
+
+
+class WorkspaceSpec(_Model):
+    """What a workspace is made of: one environment, one compute resource, any data sources."""
+
+    owner: Owner = Field(description="The user it belongs to: their Git host login, lower-case.")
+    environment: Name = Field(description="Name of a block in blocks/environments/.")
+    compute: Name = Field(description="Name of a block in blocks/compute/.")
+    data_sources: list[Name] = Field(
+        default=[],
+        alias="dataSources",
+        description="Names of blocks in blocks/data-sources/; the first holds the working directory.",
+    )
+    state: Literal["running", "stopped"] = Field(
+        default="running", description="stopped: scaled to zero, nothing deleted."
+    )
+
+
+class Workspace(_File):
+    """A user's development workspace (workspaces/<name>.yaml)."""
+
+    kind: Literal["Workspace"]
+    spec: WorkspaceSpec
+
+
+class Credentials(_Model):
+    """How to find the login password or token: exactly one of `file` or `logPattern`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["file"]}, {"required": ["logPattern"]}]}
+    )
+
+    file: AbsolutePath | None = Field(default=None, description="A file to read inside the container.")
+    log_pattern: LogPattern | None = Field(
+        default=None, alias="logPattern", description="Text to grep the server log for."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Credentials:
+        if (self.file is None) == (self.log_pattern is None):
+            got = "both" if self.file is not None else "neither"
+            raise PydanticCustomError(
+                "credentials", "set exactly one of 'file' or 'logPattern' (got {got})", {"got": got}
+            )
+        return self
+
+
+class EnvironmentSpec(_Model):
+    """The image, the tool it serves, its port, and how to get its credentials."""
+
+    image: Image
+    tool: Literal["vscode", "jupyterlab"]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    args: list[str] = Field(
+        default=[], description="Container args (they replace the image's CMD); '{workdir}' is substituted."
+    )
+    env: dict[EnvName, str] = Field(default={}, description="Environment variables, name -> value.")
+    credentials: Credentials
+
+
+class Environment(_File):
+    """A shared building block: what runs (blocks/environments/<name>.yaml)."""
+
+    kind: Literal["Environment"]
+    spec: EnvironmentSpec
+
+
+class ComputeSpec(_Model):
+    """Requests (= limits) for the workspace container."""
+
+    cpu: Quantity
+    memory: Quantity
+    gpu: Annotated[int, Field(ge=0)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
+
+
+class ComputeResource(_File):
+    """A shared building block: how much it gets (blocks/compute/<name>.yaml)."""
+
+    kind: Literal["ComputeResource"]
+    spec: ComputeSpec
+
+
+class DataSourceSpec(_Model):
+    """An existing PersistentVolumeClaim and where it is mounted."""
+
+    pvc: Subdomain = Field(description="An EXISTING claim; never created or deleted by the reconciler.")
+    mount_path: MountPath | None = Field(
+        default=None, alias="mountPath", description='Default: "/<metadata.name>".'
+    )
+    read_only: bool = Field(default=False, alias="readOnly")
+
+
+class DataSource(_File):
+    """A shared building block: persistent storage (blocks/data-sources/<name>.yaml)."""
+
+    kind: Literal["DataSource"]
+    spec: DataSourceSpec
+
+    @property
+    def mount_path(self) -> str:
+        """`spec.mountPath`, defaulting to `/<metadata.name>`."""
+        return self.spec.mount_path or f"/{self.metadata.name}"
+
+
+class Quota(_Model):
+    """Upper bounds on the sum of the running workspaces' compute; each is optional."""
+
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+    gpu: Annotated[int, Field(ge=0)] | None = None
+
+
+class ProjectSpec(_Model):
+    """Where workspaces go and the rules they follow."""
+
+    namespace: Label | None = Field(default=None, description="Default: metadata.name.")
+    domain: Subdomain = Field(description="Workspace URLs are https://<project>-<workspace>.<domain>.")
+    owner_prefix: bool = Field(
+        default=True, alias="ownerPrefix", description='Workspace names must start with "<owner>-".'
+    )
+    hints: Literal["kubectl", "runai"] = Field(
+        default="kubectl", description="The CLI that credential hints use."
+    )
+    admins: list[Login] = Field(default=[], description="Logins allowed to change any workspace file.")
+    quota: Quota | None = None
+
+
+class Project(_File):
+    """The project (project.yaml)."""
+
+    kind: Literal["Project"]
+    spec: ProjectSpec
+
+    @property
+    def namespace(self) -> str:
+        """`spec.namespace`, defaulting to `metadata.name`."""
+        return self.spec.namespace or self.metadata.name
+
+
+FileKind = Workspace | Environment | ComputeResource | DataSource | Project
+
+KIND_MODELS: dict[str, type[FileKind]] = {
+    "Workspace": Workspace,
+    "Environment": Environment,
+    "ComputeResource": ComputeResource,
+    "DataSource": DataSource,
+    "Project": Project,
+}
+"""The model of each kind, by `kind`."""
+
+
+@dataclass(frozen=True)
+class Repo:
+    """A validated repository: every file, resolved, and where each came from."""
+
+    root: Path
+    project: Project
+    environments: dict[str, Environment]
+    compute: dict[str, ComputeResource]
+    data_sources: dict[str, DataSource]
+    workspaces: dict[str, Workspace]
+    sources: dict[tuple[str, str], str]
+    """(kind, name) -> repo-relative path of its file, e.g. ("Workspace", "jane-doe-vscode")."""
+    commit: str | None = None
+    """HEAD of the Git checkout holding `root`; None outside a checkout."""
+
+    @property
+    def block_count(self) -> int:
+        """How many building blocks (environments, compute resources, data sources)."""
+        return len(self.environments) + len(self.compute) + len(self.data_sources)
+
+
+_SUFFIXES: dict[str, Decimal] = {
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+_SPLIT_RE = re.compile(r"^\+?([0-9.]+)(.*)$")
+
+
+def parse_quantity(quantity: str) -> Decimal:
+    """The value of a (validated) Kubernetes quantity: `"500m"` -> 0.5, `"1Ki"` -> 1024."""
+    match = _SPLIT_RE.match(quantity)
+    if not match:
+        raise ValueError(f"not a quantity: {quantity!r}")
+    number, suffix = match.groups()
+    try:
+        if suffix[:1] in ("e", "E"):
+            return Decimal(number) * (Decimal(10) ** Decimal(suffix[1:]))
+        return Decimal(number) * _SUFFIXES[suffix]
+    except (InvalidOperation, KeyError):
+        raise ValueError(f"not a quantity: {quantity!r}") from None
+
+
+def format_quantity(value: Decimal, *, binary: bool) -> str:
+    """A compact quantity for messages: `Decimal(68)` -> "68", 0.5 -> "500m", 2**34 -> "16Gi"."""
+    if binary:
+        for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+            unit = _SUFFIXES[suffix]
+            if value >= unit and value % unit == 0:
+                return f"{value / unit:f}".rstrip("0").rstrip(".") + suffix
+    if value == value.to_integral_value():
+        return f"{value:f}".split(".")[0]
+    milli = value * 1000
+    if milli == milli.to_integral_value():
+        return f"{milli:f}".split(".")[0] + "m"
+    return f"{value:f}"
+
+
+SCHEMA_FILES: dict[str, str] = {
+    "Workspace": "workspace.json",
+    "Environment": "environment.json",
+    "ComputeResource": "compute-resource.json",
+    "DataSource": "data-source.json",
+    "Project": "project.json",
+}
+"""The file name of each kind's committed JSON Schema under schemas/."""
+
+
+class _SchemaGenerator(GenerateJsonSchema):
+    """Optional fields are simply optional: `null` is not advertised as a value to write."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        result = super().default_schema(schema)
+        if result.get("default", ...) is None:
+            del result["default"]
+        return result
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one file kind, for editors and CI."""
+    schema = KIND_MODELS[kind].model_json_schema(by_alias=True, schema_generator=_SchemaGenerator)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

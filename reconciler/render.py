@@ -1,0 +1,299 @@
+"""What a workspace becomes in the cluster: models in, plain JSON-able dicts out. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.models import ComputeResource, DataSource, Environment, Project, Repo, Workspace
+
+MANAGED_BY = "workspace-reconciler"
+"""Value of app.kubernetes.io/managed-by; also the server-side apply field manager."""
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_NAME = "app.kubernetes.io/name"
+ANNOTATION_SOURCE = "workspace-gitops.io/source"
+"""Repo-relative path of the workspace file."""
+ANNOTATION_COMMIT = "workspace-gitops.io/commit"
+"""Git commit of the last write; ignored by the diff."""
+
+CONTAINER_NAME = "workspace"
+INIT_CONTAINER_NAME = "init-workdir"
+PORT_NAME = "http"
+RUN_AS_USER = 1000
+WORKDIR_PLACEHOLDER = "{workdir}"
+INIT_RESOURCES = {"cpu": "100m", "memory": "64Mi"}
+"""requests = limits of the container that creates the working directory."""
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class DesiredWorkspace:
+    """One workspace as the cluster should hold it, with what reports need to say about it."""
+
+    name: str
+    owner: str
+    environment: str
+    compute: str
+    data_sources: tuple[str, ...]
+    pvcs: tuple[str, ...]
+    gpu: int
+    tool: str
+    state: str
+    url: str
+    credential_hint: str
+    source: str
+    objects: tuple[dict[str, Any], ...]
+    """Deployment, Service, Ingress, in that order (plain dicts)."""
+
+
+def render(repo: Repo) -> list[DesiredWorkspace]:
+    """Every workspace of a validated repo, sorted by name."""
+    return [render_workspace(repo, repo.workspaces[name]) for name in sorted(repo.workspaces)]
+
+
+def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
+    """One workspace of a validated repo (its blocks must exist in `repo`)."""
+    project = repo.project
+    environment = repo.environments[workspace.spec.environment]
+    compute = repo.compute[workspace.spec.compute]
+    sources = [repo.data_sources[name] for name in workspace.spec.data_sources]
+    source_path = repo.sources[("Workspace", workspace.name)]
+    labels = workspace_labels(project.name, workspace.name, environment.spec.tool)
+    annotations = {ANNOTATION_SOURCE: source_path}
+    if repo.commit:
+        annotations[ANNOTATION_COMMIT] = repo.commit
+    objects = (
+        _deployment(project, workspace, environment, compute, sources, labels, annotations),
+        _service(project, workspace, environment, labels, annotations),
+        _ingress(project, workspace, environment, labels, annotations),
+    )
+    return DesiredWorkspace(
+        name=workspace.name,
+        owner=workspace.spec.owner,
+        environment=environment.name,
+        compute=compute.name,
+        data_sources=tuple(s.name for s in sources),
+        pvcs=tuple(s.spec.pvc for s in sources),
+        gpu=compute.spec.gpu,
+        tool=environment.spec.tool,
+        state=workspace.spec.state,
+        url=workspace_url(project, workspace.name, environment.spec.tool),
+        credential_hint=credential_hint(project, workspace.name, environment),
+        source=source_path,
+        objects=objects,
+    )
+
+
+def workspace_labels(project: str, workspace: str, tool: str) -> dict[str, str]:
+    """The labels on every object of a workspace and on its pod template."""
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: project,
+        LABEL_INSTANCE: workspace,
+        LABEL_NAME: tool,
+    }
+
+
+def selector_labels(project: str, workspace: str) -> dict[str, str]:
+    """The labels that select a workspace's pods (immutable on a Deployment: no tool in it)."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PART_OF: project, LABEL_INSTANCE: workspace}
+
+
+def managed_selector(project: str) -> str:
+    """The label selector of every object the reconciler manages for `project`."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_PART_OF}={project}"
+
+
+def host(project: Project, workspace: str) -> str:
+    """`<project>-<workspace>.<domain>`."""
+    return f"{project.name}-{workspace}.{project.spec.domain}"
+
+
+def workspace_url(project: Project, workspace: str, tool: str) -> str:
+    """`https://<project>-<workspace>.<domain>`, with `/lab` for JupyterLab."""
+    url = f"https://{host(project, workspace)}"
+    return f"{url}/lab" if tool == "jupyterlab" else url
+
+
+def credential_hint(project: Project, workspace: str, environment: Environment) -> str:
+    """The command that prints the workspace's password or token (never the secret itself)."""
+    credentials = environment.spec.credentials
+    if project.spec.hints == "runai":
+        if credentials.file is not None:
+            return f"runai exec {workspace} -p {project.name} -- cat {credentials.file}"
+        return f'runai logs {workspace} -p {project.name} | grep "{credentials.log_pattern}"'
+    if credentials.file is not None:
+        return f"kubectl -n {project.namespace} exec deploy/{workspace} -- cat {credentials.file}"
+    return f'kubectl -n {project.namespace} logs deploy/{workspace} | grep "{credentials.log_pattern}"'
+
+
+def workdir(workspace: Workspace, sources: list[DataSource]) -> str | None:
+    """`<first data source mountPath>/workspaces/<owner>`, or None without a data source."""
+    if not sources:
+        return None
+    return f"{sources[0].mount_path.rstrip('/')}/workspaces/{workspace.spec.owner}"
+
+
+def _metadata(
+    project: Project, name: str, labels: dict[str, str], annotations: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": project.namespace,
+        "labels": dict(labels),
+        "annotations": dict(annotations),
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _args(environment: Environment, directory: str | None) -> list[str]:
+    # Without a data source there is no working directory to name: "." is the container's own.
+    value = directory or "."
+    args = [arg.replace(WORKDIR_PLACEHOLDER, value) for arg in environment.spec.args]
+    if environment.spec.tool == "jupyterlab" and directory is not None:
+        # The seed's warning: JupyterLab only sees the PVC when its root dir is there.
+        # NotebookApp is the pre-jupyter_server name; each server ignores the other's flag.
+        args += [f"--ServerApp.root_dir={directory}", f"--NotebookApp.notebook_dir={directory}"]
+    return args
+
+
+def _deployment(
+    project: Project,
+    workspace: Workspace,
+    environment: Environment,
+    compute: ComputeResource,
+    sources: list[DataSource],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> dict[str, Any]:
+    spec = environment.spec
+    directory = workdir(workspace, sources)
+    quantities: dict[str, str] = {"cpu": compute.spec.cpu, "memory": compute.spec.memory}
+    if compute.spec.gpu > 0:
+        quantities[GPU_RESOURCE] = str(compute.spec.gpu)
+    mounts = [{"name": s.name, "mountPath": s.mount_path, "readOnly": s.spec.read_only} for s in sources]
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
+    args = _args(environment, directory)
+    if args:
+        container["args"] = args
+    if spec.env:
+        container["env"] = [{"name": key, "value": spec.env[key]} for key in sorted(spec.env)]
+    if directory is not None:
+        container["workingDir"] = directory
+    container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
+    container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
+    if mounts:
+        container["volumeMounts"] = mounts
+    container["readinessProbe"] = {"tcpSocket": {"port": spec.port}, "periodSeconds": 5}
+    container["securityContext"] = _container_security()
+
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if directory is not None:
+        # The seed's personal folder on the PVC, created if missing before the server starts.
+        pod["initContainers"] = [
+            {
+                "name": INIT_CONTAINER_NAME,
+                "image": spec.image,
+                "command": ["mkdir", "-p", directory],
+                "resources": {"requests": dict(INIT_RESOURCES), "limits": dict(INIT_RESOURCES)},
+                "volumeMounts": [dict(m) for m in mounts],
+                "securityContext": _container_security(),
+            }
+        ]
+    pod["containers"] = [container]
+    if sources:
+        pod["volumes"] = [
+            {"name": s.name, "persistentVolumeClaim": {"claimName": s.spec.pvc, "readOnly": s.spec.read_only}}
+            for s in sources
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(project, workspace.name, labels, annotations),
+        "spec": {
+            "replicas": 1 if workspace.spec.state == "running" else 0,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector_labels(project.name, workspace.name)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        },
+    }
+
+
+def _service(
+    project: Project,
+    workspace: Workspace,
+    environment: Environment,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(project, workspace.name, labels, annotations),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(project.name, workspace.name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": environment.spec.port,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def _ingress(
+    project: Project,
+    workspace: Workspace,
+    environment: Environment,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _metadata(project, workspace.name, labels, annotations),
+        "spec": {
+            "rules": [
+                {
+                    "host": host(project, workspace.name),
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/",
+                                "pathType": "Prefix",
+                                "backend": {
+                                    "service": {
+                                        "name": workspace.name,
+                                        "port": {"number": environment.spec.port},
+                                    }
+                                },
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+    }
