@@ -1,0 +1,286 @@
+"""Who may change what in a pull request (``reconcile validate --actor LOGIN``), from the Git diff.
+
+The rule, checked on the changes between the merge-base of ``base`` and ``head`` (what the PR
+would merge):
+
+* The project's admins are ``spec.admins`` of ``project.yaml`` **at base**, so a PR cannot make
+  its author an admin. An admin may change anything.
+* A non-admin may add, change, rename or delete only workspace files (``workspaces/*.yaml``,
+  ``*.yml``) that are theirs: the ``spec.owner`` of the new version must be the actor, and for a
+  changed, renamed or deleted file so must the owner of the old version (at the merge-base, and
+  at base when the file exists there too), so nobody can take over a workspace by rewriting
+  its owner.
+* A non-admin may not touch the platform's files: ``blocks/``, ``project.yaml``, ``reconciler/``,
+  ``.github/``, ``deploy/``, ``pyproject.toml``. CODEOWNERS also asks the platform team to review
+  those; this check makes the PR's own validation fail early and say why.
+
+Logins compare case-insensitively. A new file that does not parse or lacks ``spec.owner`` is left
+to validation, which rejects it anyway; an old file whose owner cannot be read is an error for a
+non-admin (its ownership is unknown, so only an admin may touch it).
+
+YAML is read with ``yaml.compose`` (nodes only: anchors are never expanded, so a YAML bomb costs
+nothing) and files over 1 MiB are not read at all.
+
+Trust note: the check runs with the code of the PR's checkout; a PR that edits ``reconciler/``
+could disable it, which is why CODEOWNERS (and branch protection requiring code-owner review)
+guards ``reconciler/`` and ``.github/`` as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import git
+import yaml
+
+from reconciler.errors import ConfigError, ReconcileError
+
+WORKSPACE_DIR = "workspaces"
+WORKSPACE_SUFFIXES = (".yaml", ".yml")
+PROJECT_FILE = "project.yaml"
+PROTECTED_DIRS = ("blocks/", "reconciler/", ".github/", "deploy/")
+PROTECTED_FILES = ("project.yaml", "pyproject.toml")
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Owner:
+    login: str
+    line: int
+    col: int
+
+
+def check_ownership(repo_root: Path, actor: str, base: str, head: str = "HEAD") -> list[ConfigError]:
+    """Every change between the merge-base of ``base`` and ``head`` that ``actor`` may not make.
+
+    ``repo_root`` is the config repo (it may be a sub-folder of a Git checkout); ``base`` and
+    ``head`` are anything Git resolves (a SHA, ``origin/main``). Errors point at the file, at
+    its ``spec.owner`` line when the new version parses. Raises ReconcileError when Git cannot
+    answer (not a checkout, an unknown ref, no common history: fetch with ``fetch-depth: 0``).
+    """
+    actor = actor.strip()
+    if not actor:
+        raise ReconcileError("--actor needs a login")
+    repo, prefix = _open(repo_root)
+    base_commit = _commit(repo, base, "base")
+    head_commit = _commit(repo, head, "head")
+    merge_bases = repo.merge_base(base_commit, head_commit)
+    if not merge_bases:
+        raise ReconcileError(f"{base} and {head} have no common history: cannot tell what the PR changes")
+    since = merge_bases[0]
+
+    admins = _admins(base_commit, prefix)
+    if actor.casefold() in {a.casefold() for a in admins}:
+        return []
+    ask_admin = f"an admin: {', '.join(admins)}" if admins else "an admin (project.yaml lists none)"
+
+    errors: list[ConfigError] = []
+    for change in since.diff(head_commit):
+        old_path = _relative(change.a_path, prefix) if not change.new_file else None
+        new_path = _relative(change.b_path, prefix) if not change.deleted_file else None
+        git_paths = {p for p in (change.a_path, change.b_path) if p}
+        shown = new_path or old_path
+        protected = next(
+            (p for p in (new_path, old_path) if p is not None and _is_protected(p)), None
+        ) or next((p for p in git_paths if _is_protected(p)), None)
+        if protected is not None:
+            area = _area(protected)
+            errors.append(
+                ConfigError(
+                    shown or protected,
+                    1,
+                    1,
+                    f"{actor} may not change {area}: it belongs to the platform team "
+                    f"(CODEOWNERS also requires their review; ask {ask_admin})",
+                )
+            )
+            continue
+        old_is_ws = old_path is not None and _is_workspace(old_path)
+        new_is_ws = new_path is not None and _is_workspace(new_path)
+        if not old_is_ws and not new_is_ws:
+            continue
+
+        new_owner = _owner_of(change.b_blob) if new_is_ws else None
+        where = (new_path if new_is_ws else old_path) or ""
+        line, col = (new_owner.line, new_owner.col) if new_owner else (1, 1)
+
+        # Every earlier version of the file(s) this change replaces: at the merge-base, and at
+        # base (main may have moved since the PR branched).
+        previous: dict[bytes, Any] = {}
+        if old_is_ws and change.a_blob is not None:
+            previous[change.a_blob.binsha] = change.a_blob
+        for path, is_ws in ((change.a_path, old_is_ws), (change.b_path, new_is_ws)):
+            at_base = _blob(base_commit, path) if is_ws and path else None
+            if at_base is not None:
+                previous.setdefault(at_base.binsha, at_base)
+        if not old_is_ws:
+            verb = "change" if previous else "add"
+        else:
+            verb = "delete" if not new_is_ws else ("rename" if old_path != new_path else "change")
+        old_owners = [_owner_of(blob) for blob in previous.values()]
+        if any(o is None for o in old_owners):
+            errors.append(
+                ConfigError(
+                    where,
+                    line,
+                    col,
+                    f"{actor} may not {verb} {old_path or new_path}: its current owner cannot be read "
+                    f"(ask {ask_admin})",
+                )
+            )
+            continue
+        others = [o.login for o in old_owners if o is not None and o.login.casefold() != actor.casefold()]
+        if others:
+            owner = others[0]
+            errors.append(
+                ConfigError(
+                    where,
+                    line,
+                    col,
+                    f"{actor} may not {verb} a workspace owned by {owner} (ask {owner} or {ask_admin})",
+                )
+            )
+            continue
+        if new_is_ws and new_owner is not None and new_owner.login.casefold() != actor.casefold():
+            owner = new_owner.login
+            message = (
+                f"{actor} may not add a workspace owned by {owner} (ask {owner} or {ask_admin})"
+                if not previous
+                else f"{actor} may not give a workspace to {owner} (ask {owner} or {ask_admin})"
+            )
+            errors.append(ConfigError(where, line, col, message))
+    return sorted(errors)
+
+
+def default_base(env: Mapping[str, str] | None = None) -> str | None:
+    """The PR's base: the event's ``pull_request.base.sha``, else ``origin/$GITHUB_BASE_REF``, else None."""
+    env = os.environ if env is None else env
+    event_path = env.get("GITHUB_EVENT_PATH", "").strip()
+    if event_path:
+        try:
+            payload = json.loads(Path(event_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            payload = None
+        pr = payload.get("pull_request") if isinstance(payload, dict) else None
+        base = pr.get("base") if isinstance(pr, dict) else None
+        sha = base.get("sha") if isinstance(base, dict) else None
+        if isinstance(sha, str) and sha:
+            return sha
+    base_ref = env.get("GITHUB_BASE_REF", "").strip()
+    return f"origin/{base_ref}" if base_ref else None
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _open(repo_root: Path) -> tuple[git.Repo, PurePosixPath]:
+    try:
+        repo = git.Repo(repo_root, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise ReconcileError(
+            f"{repo_root} is not in a Git checkout: --actor needs the PR's history"
+        ) from None
+    top = Path(repo.working_tree_dir or repo_root).resolve()
+    try:
+        prefix = PurePosixPath(Path(repo_root).resolve().relative_to(top).as_posix())
+    except ValueError:
+        prefix = PurePosixPath(".")
+    return repo, prefix
+
+
+def _commit(repo: git.Repo, ref: str, what: str) -> Any:
+    try:
+        return repo.commit(ref)
+    except (git.BadName, ValueError, git.GitCommandError):
+        raise ReconcileError(
+            f"cannot resolve the {what} {ref!r} in {repo.working_tree_dir}: fetch the full history "
+            "(actions/checkout with fetch-depth: 0)"
+        ) from None
+
+
+def _relative(path: str | None, prefix: PurePosixPath) -> str | None:
+    """``path`` (relative to the Git top-level) relative to the config repo, or None when outside it."""
+    if path is None:
+        return None
+    if str(prefix) == ".":
+        return path
+    pure = PurePosixPath(path)
+    try:
+        return pure.relative_to(prefix).as_posix()
+    except ValueError:
+        return None
+
+
+def _is_workspace(path: str) -> bool:
+    pure = PurePosixPath(path)
+    return pure.parent.as_posix() == WORKSPACE_DIR and pure.suffix in WORKSPACE_SUFFIXES
+
+
+def _is_protected(path: str) -> bool:
+    return path in PROTECTED_FILES or path.startswith(PROTECTED_DIRS)
+
+
+def _area(path: str) -> str:
+    for directory in PROTECTED_DIRS:
+        if path.startswith(directory):
+            return directory
+    return path
+
+
+def _blob(commit: Any, path: str) -> Any | None:
+    try:
+        return commit.tree / path
+    except KeyError:
+        return None
+
+
+def _read(blob: Any) -> str | None:
+    if blob is None or blob.size > MAX_FILE_BYTES:
+        return None
+    try:
+        text: str = blob.data_stream.read().decode("utf-8")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return text
+
+
+def _compose(text: str | None) -> yaml.Node | None:
+    if text is None:
+        return None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+
+
+def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            return v  # type: ignore[no-any-return]
+    return None
+
+
+def _owner_of(blob: Any) -> _Owner | None:
+    node = _get(_get(_compose(_read(blob)), "spec"), "owner")
+    if not isinstance(node, yaml.ScalarNode) or not isinstance(node.value, str) or not node.value.strip():
+        return None
+    return _Owner(node.value.strip(), node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _admins(base: Any, prefix: PurePosixPath) -> list[str]:
+    path = PROJECT_FILE if str(prefix) == "." else (prefix / PROJECT_FILE).as_posix()
+    node = _get(_get(_compose(_read(_blob(base, path))), "spec"), "admins")
+    if not isinstance(node, yaml.SequenceNode):
+        return []
+    return [
+        item.value.strip()
+        for item in node.value
+        if isinstance(item, yaml.ScalarNode) and isinstance(item.value, str) and item.value.strip()
+    ]
