@@ -132,6 +132,7 @@ class _Composer:
         self.rel = rel
         self.errors: list[ConfigError] = []
         self.positions: dict[Loc, tuple[int, int]] = {}
+        self.aliases_seen: set[object] = set()
         # Typed loosely: the C and pure-Python event classes differ only in their stubs.
         self.events: Any = _EventSource(text)
 
@@ -201,7 +202,9 @@ class _Composer:
             opens = isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent)
             anchor = getattr(event, "anchor", None)
             if isinstance(event, yaml.AliasEvent):
-                self._error(event.start_mark, f"YAML aliases are not allowed (*{anchor})")
+                if anchor not in self.aliases_seen:  # one report per name: a bomb repeats them
+                    self.aliases_seen.add(anchor)
+                    self._error(event.start_mark, f"YAML aliases are not allowed (*{anchor})")
                 value: object = _Invalid() if is_key else None
             else:
                 if anchor is not None:

@@ -209,6 +209,7 @@ class Metadata(_Model):
 
 class _File(_Model):
     api_version: Literal["workspaces/v1"] = Field(alias="apiVersion")
+    kind: str
     metadata: Metadata
 
     @property
