@@ -239,6 +239,8 @@ def post_report(
     """
     if marker not in (MARKER_PLAN, MARKER_APPLY):
         raise ValueError(f"unknown report marker {marker!r}")
+    secrets = tuple(secrets)
+    _refuse_secrets(ctx, markdown, secrets)
     body = markdown if marker in markdown else f"{marker}\n{markdown}"
     body = fit_comment(body, marker=marker, run_url=ctx.run_url)
     _refuse_secrets(ctx, body, secrets)
@@ -259,6 +261,24 @@ def post_report(
             return _html_url(edited, f"PATCH comment {existing}")
     created = _request(ctx, "POST", comments_path, body={"body": body}).json
     return _html_url(created, f"POST {comments_path}")
+
+
+def publish_report(
+    markdown: str,
+    *,
+    dry_run: bool,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+) -> str:
+    """What ``reconcile [--dry-run] --comment`` does: post the run's Markdown report to its PR.
+
+    A dry run's report is the sticky plan comment (:data:`MARKER_PLAN`), an apply's a new
+    comment (:data:`MARKER_APPLY`). Reads the context from ``env`` (default ``os.environ``) and
+    returns the comment's URL; every failure is a one-line GitHubError for the caller to print
+    as a warning, keeping the reconcile's exit code.
+    """
+    ctx = GitHubContext.from_env(env)
+    return post_report(ctx, markdown, marker=MARKER_PLAN if dry_run else MARKER_APPLY, secrets=secrets)
 
 
 def fit_comment(body: str, *, marker: str, run_url: str | None = None, limit: int = MAX_COMMENT_CHARS) -> str:

@@ -493,3 +493,42 @@ def test_a_step_summary_is_kept_under_githubs_size_limit(tmp_path: Path) -> None
     write_step_summary("x" * (github.MAX_STEP_SUMMARY_BYTES + 10), summary)
     assert summary.stat().st_size <= github.MAX_STEP_SUMMARY_BYTES
     assert summary.read_text(encoding="utf-8").endswith("per step)_\n")
+
+
+def test_a_redirect_to_another_host_is_not_followed(fake_github: FakeGitHub, tmp_path: Path) -> None:
+    fake_github.inject("GET", "/user", 301, headers={"Location": "http://127.0.0.2:9/user"})
+    message = one_line_error(fake_github, tmp_path)
+    assert message == "GET /user: GitHub answered 301"
+
+
+def test_a_token_anywhere_in_the_report_is_refused_even_past_the_cut(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    fake_github.add_pull(7)
+    long_report = PLAN + "### details\n" + "x" * MAX_COMMENT_CHARS + fake_github.token
+    with pytest.raises(GitHubError, match="GITHUB_TOKEN"):
+        post_report(context(fake_github, tmp_path, pr=7), long_report, marker=MARKER_PLAN)
+    assert fake_github.requests == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI's entry point
+
+
+def test_publish_report_edits_the_plan_in_place_and_adds_apply_reports(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    fake_github.add_pull(7)
+    env = fake_github.environment(tmp_path, pr=7)
+    first = github.publish_report("## Plan\n", dry_run=True, env=env)
+    assert github.publish_report("## Plan again\n", dry_run=True, env=env) == first
+    github.publish_report("## Applied\n", dry_run=False, env=env)
+    assert [c["body"] for c in fake_github.comments[7]] == [
+        f"{MARKER_PLAN}\n## Plan again\n",
+        f"{MARKER_APPLY}\n## Applied\n",
+    ]
+
+
+def test_publish_report_outside_actions_names_the_missing_variable() -> None:
+    with pytest.raises(GitHubError, match="GITHUB_TOKEN is not set"):
+        github.publish_report("## Plan\n", dry_run=True, env={})
