@@ -1,0 +1,507 @@
+"""A plan, an apply's results and a status as text (rich), JSON (the DESIGN.md shape) and Markdown.
+
+Pure: renders what ``plan.py`` computed and never computes anything itself. Every value shown
+comes from a ``FieldDiff`` (already masked) or from the plan's own fields, so no secret can
+reach a terminal, a log or a pull request from here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from reconciler.plan import (
+    Action,
+    BlockImpact,
+    FieldDiff,
+    ObjectChange,
+    Plan,
+    StatusRow,
+    WorkspacePlan,
+    WorkspaceResult,
+)
+from reconciler.render import MANAGED_BY
+
+PLAN_MARKER = "<!-- workspace-gitops:plan -->"
+APPLY_MARKER = "<!-- workspace-gitops:apply -->"
+
+Results = Mapping[str, WorkspaceResult]
+
+_SYMBOL = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.DELETE: "-",
+    Action.UNCHANGED: "=",
+    Action.CONFLICT: "!",
+}
+_STYLE = {
+    Action.CREATE: "green",
+    Action.UPDATE: "yellow",
+    Action.DELETE: "red",
+    Action.UNCHANGED: "dim",
+    Action.CONFLICT: "bold magenta",
+}
+_STATE_STYLE = {
+    "ready": "green",
+    "not ready": "red",
+    "missing": "yellow",
+    "orphaned": "magenta",
+    "stopped": "dim",
+}
+_STATES = ("ready", "not ready", "stopped", "missing", "orphaned")
+_RESTART_WARNING = "unsaved notebook work is lost on restart"
+
+
+# --------------------------------------------------------------------------------------------
+# Shared wording
+
+
+def summary_line(plan: Plan) -> str:
+    """``Plan: 1 to create, 0 to update, 0 to delete, 3 unchanged, 0 conflicts.``"""
+    s = plan.summary()
+    return (
+        f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+        f"{s['unchanged']} unchanged, {s['conflict']} conflict{'' if s['conflict'] == 1 else 's'}."
+    )
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _diff_symbol(d: FieldDiff) -> str:
+    if d.live is None:
+        return "+"
+    if d.desired is None:
+        return "-"
+    return "~"
+
+
+def field_line(d: FieldDiff) -> str:
+    """One field: ``~ path: "4" -> "8"``, ``+ path: value`` or ``- path: value`` (masked ones say so)."""
+    symbol = _diff_symbol(d)
+    if symbol == "+":
+        text = f"+ {d.path}: {_value(d.desired)}"
+    elif symbol == "-":
+        text = f"- {d.path}: {_value(d.live)}"
+    else:
+        text = f"~ {d.path}: {_value(d.live)} -> {_value(d.desired)}"
+    if d.masked:
+        text += " (masked; value changed)" if d.live == d.desired else " (masked)"
+    return text
+
+
+def _conflict_text(change: ObjectChange) -> str:
+    return f"{change.id} exists and is not managed by {MANAGED_BY}; rerun with --adopt to take it over"
+
+
+def _impact_text(impact: BlockImpact) -> str:
+    n = len(impact.workspaces)
+    if n == 0:
+        return f"{impact.kind} block {impact.name} changed: no running workspace restarts"
+    who = "1 workspace restarts" if n == 1 else f"{n} workspaces restart"
+    names = ", ".join(impact.workspaces)
+    return f"{impact.kind} block {impact.name} changed: {who}: {names} — {_RESTART_WARNING}"
+
+
+def _result_text(result: WorkspaceResult, action: Action) -> str:
+    if result.errors:
+        return f"failed ({len(result.errors)} error{'' if len(result.errors) == 1 else 's'})"
+    if action is Action.DELETE:
+        return "deleted"
+    if result.ready is None:
+        return "not waited for"
+    if result.ready:
+        return "ready"
+    return f"not ready: {result.reason}" if result.reason else "not ready"
+
+
+def _changed(plan: Plan) -> list[WorkspacePlan]:
+    return [w for w in plan.workspaces if w.action is not Action.UNCHANGED]
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def _diff_json(d: FieldDiff) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": d.path, "live": d.live, "desired": d.desired}
+    if d.masked:
+        out["masked"] = True
+    return out
+
+
+def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": w.name,
+        "owner": w.owner,
+        "action": w.action.value,
+        "url": w.url,
+        "credentialHint": w.credential_hint,
+        "objects": [
+            {
+                "kind": o.id.kind,
+                "name": o.id.name,
+                "action": o.action.value,
+                "diff": [_diff_json(d) for d in o.diff],
+            }
+            for o in w.objects
+        ],
+        "environment": w.environment,
+        "compute": w.compute,
+        "dataSources": list(w.data_sources),
+        "state": w.state,
+        "source": w.source,
+        "restarts": w.restarts,
+        "keptPvcs": list(w.kept_pvcs),
+        "notes": list(w.notes),
+    }
+    if result is not None:
+        out.update(ready=result.ready, reason=result.reason, errors=list(result.errors))
+    return out
+
+
+def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
+    """The DESIGN.md section 4 JSON object (plus project, warnings, blast radius and apply results)."""
+    out: dict[str, Any] = {
+        "summary": plan.summary(),
+        "workspaces": [_workspace_json(w, (results or {}).get(w.name)) for w in plan.workspaces],
+        "project": plan.project,
+        "namespace": plan.namespace,
+        "warnings": list(plan.warnings),
+        "blastRadius": [
+            {"kind": b.kind, "name": b.name, "workspaces": list(b.workspaces)} for b in plan.blast_radius
+        ],
+    }
+    if results is not None:
+        out["applied"] = True
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Text (terminal)
+
+Segment = tuple[str, str]  # (text, rich style; "" for none)
+Line = list[Segment]
+
+
+def _to_string(lines: Sequence[Line], color: bool) -> str:
+    if not color:
+        return "".join("".join(text for text, _ in line) + "\n" for line in lines)
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        force_terminal=True,
+        color_system="standard",
+        width=100_000,
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
+    for line in lines:
+        console.print(Text.assemble(*((text, style) if style else text for text, style in line)))
+    return buffer.getvalue()
+
+
+def _field_style(d: FieldDiff) -> str:
+    return {"+": "green", "-": "red", "~": "yellow"}[_diff_symbol(d)]
+
+
+def _workspace_lines(w: WorkspacePlan, result: WorkspaceResult | None) -> list[Line]:
+    style = _STYLE[w.action]
+    about = [f"owner {w.owner}"] if w.owner else []
+    if w.environment:
+        about.append(f"environment {w.environment}")
+    if w.compute:
+        about.append(f"compute {w.compute}")
+    if w.data_sources:
+        about.append(f"data sources {', '.join(w.data_sources)}")
+    header: Line = [(f"{_SYMBOL[w.action]} {w.action.value} ", style), (w.name, "bold")]
+    if about:
+        header.append((f" ({'; '.join(about)})", "dim"))
+    lines: list[Line] = [header]
+    for o in w.objects:
+        if o.action is Action.UNCHANGED:
+            continue
+        if o.action is Action.CONFLICT:
+            lines.append([("    ! ", _STYLE[o.action]), (_conflict_text(o), "")])
+            continue
+        lines.append([(f"    {_SYMBOL[o.action]} ", _STYLE[o.action]), (str(o.id), "")])
+        for d in o.diff:
+            lines.append([("        ", ""), (field_line(d), _field_style(d))])
+    if w.action in (Action.CREATE, Action.UPDATE) and w.url:
+        lines.append([("    URL: ", "dim"), (w.url, "cyan")])
+    if w.action in (Action.CREATE, Action.UPDATE) and w.credential_hint:
+        lines.append([("    password/token: ", "dim"), (w.credential_hint, "")])
+    if w.action is Action.DELETE and w.url:
+        lines.append([("    was: ", "dim"), (w.url, "")])
+    for note in w.notes:
+        lines.append([("    note: ", "dim"), (note, "yellow" if w.restarts or "lost" in note else "")])
+    if result is not None:
+        outcome = _result_text(result, w.action)
+        lines.append(
+            [("    result: ", "dim"), (outcome, "green" if outcome in ("ready", "deleted") else "red")]
+        )
+        for err in result.errors:
+            lines.append([("    error: ", "red"), (err, "")])
+    return lines
+
+
+def plan_text(plan: Plan, color: bool, results: Results | None = None) -> str:
+    """The plan for a terminal, terraform-like: changed workspaces, field diffs, blast radius, warnings."""
+    lines: list[Line] = [
+        [(f"Plan for project {plan.project} in namespace {plan.namespace}", "bold")],
+        [],
+    ]
+    for w in _changed(plan):
+        lines.extend(_workspace_lines(w, (results or {}).get(w.name)))
+        lines.append([])
+    if plan.blast_radius:
+        lines.append([("Blast radius:", "bold")])
+        lines.extend([("  ", ""), (_impact_text(b), "yellow")] for b in plan.blast_radius)
+        lines.append([])
+    if plan.warnings:
+        lines.append([("Warnings:", "bold")])
+        lines.extend([("  ! ", "yellow"), (warning, "")] for warning in plan.warnings)
+        lines.append([])
+    if not plan.has_changes and not plan.conflicts:
+        lines.append([("No changes: the cluster matches the repository.", "green")])
+    lines.append([(summary_line(plan), "bold")])
+    return _to_string(lines, color)
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown (pull requests, job summaries)
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") if text else "—"
+
+
+def _code(text: str) -> str:
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _fenced(body: str, lang: str) -> str:
+    fence = "`" * max(3, max((len(m) for m in re.findall(r"`{3,}", body)), default=0) + 1)
+    return f"{fence}{lang}\n{body}\n{fence}"
+
+
+def _diff_block(w: WorkspacePlan) -> str:
+    rows: list[str] = []
+    for o in w.objects:
+        if o.action is Action.UNCHANGED:
+            continue
+        if o.action is Action.CONFLICT:
+            continue
+        rows.append(f"{_SYMBOL[o.action]} {o.id}")
+        for d in o.diff:
+            line = field_line(d)
+            rows.append(f"{line[0]}   {line[2:]}")
+    return _fenced("\n".join(rows), "diff")
+
+
+def _workspace_markdown(w: WorkspacePlan, dry_run: bool, result: WorkspaceResult | None) -> list[str]:
+    out = [f"#### {_code(_SYMBOL[w.action])} {w.name} — {w.action.value}", ""]
+    if result is not None:
+        state = _result_text(result, w.action)
+        out += [f"**Result: {state}.**", ""]
+        out += [f"- error: {_cell(e)}" for e in result.errors]
+        if result.errors:
+            out.append("")
+    if w.action in (Action.CREATE, Action.UPDATE):
+        if w.url:
+            soon = dry_run and w.action is Action.CREATE
+            out += [f"Open <{w.url}>" + (" once it is ready." if soon else "."), ""]
+        if w.credential_hint:
+            out += ["Get the password or token with:", "", _fenced(w.credential_hint, "sh"), ""]
+    for o in w.objects:
+        if o.action is Action.CONFLICT:
+            out += [f"- **{_conflict_text(o)}**"]
+    if w.action is Action.CONFLICT:
+        out.append("")
+    for note in w.notes:
+        out += [f"> **Note:** {note}", ""]
+    shown = [o for o in w.objects if o.action not in (Action.UNCHANGED, Action.CONFLICT)]
+    if shown:
+        objects = f"{len(shown)} object{'' if len(shown) == 1 else 's'}"
+        fields = f"{w.diff_count} field diff{'' if w.diff_count == 1 else 's'}"
+        out += [
+            f"<details><summary>Changes: {objects}, {fields}</summary>",
+            "",
+            _diff_block(w),
+            "",
+            "</details>",
+            "",
+        ]
+    return out
+
+
+def plan_markdown(
+    plan: Plan,
+    *,
+    dry_run: bool,
+    results: Results | None = None,
+    commit: str | None = None,
+    details_url: str | None = None,
+) -> str:
+    """The plan (or an apply's outcome) as a pull-request comment, with its hidden marker first."""
+    results = results or {}
+    verb = "plan" if dry_run else "apply"
+    out = [
+        PLAN_MARKER if dry_run else APPLY_MARKER,
+        f"### workspace-gitops {verb}: {_code(plan.project)}",
+        "",
+    ]
+    where = f"namespace {_code(plan.namespace)}" + (f" at commit {_code(commit[:12])}" if commit else "")
+    tail = "dry run, nothing was changed" if dry_run else "applied"
+    out += [f"**{summary_line(plan)}** ({where}; {tail})", ""]
+    if details_url:
+        out += [f"[Full run and logs]({details_url})", ""]
+
+    changed = _changed(plan)
+    if changed:
+        header = "| | Workspace | Owner | Environment | Compute | URL |"
+        rule = "|---|---|---|---|---|---|"
+        if results:
+            header, rule = header + " Ready |", rule + "---|"
+        out += [header, rule]
+        for w in changed:
+            row = (
+                f"| {_code(_SYMBOL[w.action])} {w.action.value} | {_code(w.name)} | {_cell(w.owner)} "
+                f"| {_cell(w.environment)} | {_cell(w.compute)} | {_cell(w.url)} |"
+            )
+            if results:
+                r = results.get(w.name)
+                row += f" {_cell(_result_text(r, w.action)) if r is not None else '—'} |"
+            out.append(row)
+        out.append("")
+    elif not plan.conflicts:
+        out += ["No changes: the cluster matches the repository.", ""]
+
+    if plan.blast_radius:
+        out += ["#### Blast radius", ""]
+        for b in plan.blast_radius:
+            names = ", ".join(_code(n) for n in b.workspaces)
+            n = len(b.workspaces)
+            if n == 0:
+                out.append(f"- {b.kind} block {_code(b.name)} changed: no running workspace restarts")
+            else:
+                who = "1 workspace restarts" if n == 1 else f"{n} workspaces restart"
+                block = f"{b.kind} block {_code(b.name)} changed"
+                out.append(f"- **{block}**: {who}: {names}. {_RESTART_WARNING.capitalize()}.")
+        out.append("")
+    if plan.warnings:
+        out += ["#### Warnings", ""]
+        out += [f"- {_cell(w)}" for w in plan.warnings]
+        out.append("")
+
+    for w in changed:
+        out += _workspace_markdown(w, dry_run, results.get(w.name))
+
+    unchanged = [w.name for w in plan.workspaces if w.action is Action.UNCHANGED]
+    if unchanged:
+        out += [
+            f"<details><summary>{len(unchanged)} unchanged workspace"
+            f"{'' if len(unchanged) == 1 else 's'}</summary>",
+            "",
+            ", ".join(_code(n) for n in unchanged),
+            "",
+            "</details>",
+            "",
+        ]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+
+
+def _status_summary(rows: Sequence[StatusRow]) -> dict[str, int]:
+    counts = dict.fromkeys(_STATES, 0)
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
+
+
+def _status_summary_line(rows: Sequence[StatusRow]) -> str:
+    counts = _status_summary(rows)
+    parts = [f"{counts[s]} {s}" for s in _STATES if counts[s]]
+    return f"{len(rows)} workspace{'' if len(rows) == 1 else 's'}" + (
+        f": {', '.join(parts)}" if parts else ""
+    )
+
+
+def status_json(rows: Sequence[StatusRow]) -> dict[str, Any]:
+    """``reconcile status --output json``: each workspace's state, URL and hint; counts per state."""
+    return {
+        "summary": _status_summary(rows),
+        "workspaces": [
+            {
+                "name": r.name,
+                "owner": r.owner,
+                "state": r.state,
+                "url": r.url,
+                "credentialHint": r.credential_hint,
+                "age": r.age,
+                "reason": r.reason,
+            }
+            for r in rows
+        ],
+    }
+
+
+def status_text(rows: Sequence[StatusRow], color: bool) -> str:
+    """A table for a terminal; each workspace's credential command or reason on the line below it."""
+    columns = [("NAME", [r.name for r in rows]), ("OWNER", [r.owner or "-" for r in rows])]
+    columns += [("STATE", [r.state for r in rows]), ("AGE", [r.age or "-" for r in rows])]
+    widths = [max([len(title), *(len(v) for v in values)]) for title, values in columns]
+
+    def cells(values: Sequence[str], styles: Sequence[str]) -> Line:
+        line: Line = []
+        for value, width, style in zip(values, widths, styles, strict=True):
+            line += [(value, style), (" " * (width - len(value) + 2), "")]
+        return line
+
+    lines: list[Line] = [cells([t for t, _ in columns], ["bold"] * 4) + [("URL", "bold")]]
+    for i, r in enumerate(rows):
+        lines.append(
+            cells([values[i] for _, values in columns], ["bold", "", _STATE_STYLE.get(r.state, ""), "dim"])
+            + [(r.url or "-", "cyan" if r.url else "")]
+        )
+        if r.reason:
+            lines.append([("  reason: ", "dim"), (r.reason, _STATE_STYLE.get(r.state, ""))])
+        if r.credential_hint and r.state in ("ready", "not ready"):
+            lines.append([("  password/token: ", "dim"), (r.credential_hint, "")])
+    lines += [[], [(_status_summary_line(rows), "bold")]]
+    return _to_string(lines, color)
+
+
+def status_markdown(rows: Sequence[StatusRow]) -> str:
+    """The status as a Markdown table (for a job summary)."""
+    out = [
+        f"### workspace-gitops status ({_status_summary_line(rows)})",
+        "",
+        "| State | Workspace | Owner | Age | URL | Password/token, or why |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        detail = r.reason
+        if r.credential_hint and r.state in ("ready", "not ready"):
+            hint = _code(r.credential_hint).replace("|", "\\|")
+            detail = f"{hint}; {_cell(r.reason)}" if r.reason else hint
+        else:
+            detail = _cell(detail)
+        out.append(
+            f"| {r.state} | {_code(r.name)} | {_cell(r.owner)} | {_cell(r.age)} | {_cell(r.url)} | {detail} |"
+        )
+    return "\n".join(out) + "\n"
