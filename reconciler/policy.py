@@ -79,82 +79,86 @@ def check_ownership(repo_root: Path, actor: str, base: str, head: str = "HEAD") 
         return []
     ask_admin = f"an admin: {', '.join(admins)}" if admins else "an admin (project.yaml lists none)"
 
-    errors: list[ConfigError] = []
-    for change in since.diff(head_commit):
-        old_path = _relative(change.a_path, prefix) if not change.new_file else None
-        new_path = _relative(change.b_path, prefix) if not change.deleted_file else None
-        git_paths = {p for p in (change.a_path, change.b_path) if p}
-        shown = new_path or old_path
-        protected = next(
-            (p for p in (new_path, old_path) if p is not None and _is_protected(p)), None
-        ) or next((p for p in git_paths if _is_protected(p)), None)
+    check = _Check(actor=actor, ask_admin=ask_admin, base=base_commit, prefix=prefix)
+    errors = [error for change in since.diff(head_commit) if (error := check.change(change)) is not None]
+    return sorted(errors)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """The rule for one non-admin actor, applied to one diff entry at a time."""
+
+    actor: str
+    ask_admin: str
+    base: Any
+    prefix: PurePosixPath
+
+    def change(self, change: Any) -> ConfigError | None:
+        old_path = _relative(change.a_path, self.prefix) if not change.new_file else None
+        new_path = _relative(change.b_path, self.prefix) if not change.deleted_file else None
+        protected = next((p for p in (new_path, old_path) if p is not None and _is_protected(p)), None)
+        protected = protected or next(
+            (p for p in (change.a_path, change.b_path) if p and _is_protected(p)), None
+        )
         if protected is not None:
-            area = _area(protected)
-            errors.append(
-                ConfigError(
-                    shown or protected,
-                    1,
-                    1,
-                    f"{actor} may not change {area}: it belongs to the platform team "
-                    f"(CODEOWNERS also requires their review; ask {ask_admin})",
-                )
+            return ConfigError(
+                new_path or old_path or protected,
+                1,
+                1,
+                f"{self.actor} may not change {_area(protected)}: it belongs to the platform team "
+                f"(CODEOWNERS also requires their review; ask {self.ask_admin})",
             )
-            continue
         old_is_ws = old_path is not None and _is_workspace(old_path)
         new_is_ws = new_path is not None and _is_workspace(new_path)
         if not old_is_ws and not new_is_ws:
-            continue
+            return None
 
         new_owner = _owner_of(change.b_blob) if new_is_ws else None
         where = (new_path if new_is_ws else old_path) or ""
         line, col = (new_owner.line, new_owner.col) if new_owner else (1, 1)
 
-        # Every earlier version of the file(s) this change replaces: at the merge-base, and at
-        # base (main may have moved since the PR branched).
+        # Every earlier version this change replaces: at the merge-base, and at base (main may
+        # have moved on since the PR branched).
         previous: dict[bytes, Any] = {}
         if old_is_ws and change.a_blob is not None:
             previous[change.a_blob.binsha] = change.a_blob
         for path, is_ws in ((change.a_path, old_is_ws), (change.b_path, new_is_ws)):
-            at_base = _blob(base_commit, path) if is_ws and path else None
+            at_base = _blob(self.base, path) if is_ws and path else None
             if at_base is not None:
                 previous.setdefault(at_base.binsha, at_base)
         if not old_is_ws:
             verb = "change" if previous else "add"
         else:
             verb = "delete" if not new_is_ws else ("rename" if old_path != new_path else "change")
+
         old_owners = [_owner_of(blob) for blob in previous.values()]
         if any(o is None for o in old_owners):
-            errors.append(
-                ConfigError(
-                    where,
-                    line,
-                    col,
-                    f"{actor} may not {verb} {old_path or new_path}: its current owner cannot be read "
-                    f"(ask {ask_admin})",
-                )
+            return ConfigError(
+                where,
+                line,
+                col,
+                f"{self.actor} may not {verb} {old_path or new_path}: its current owner cannot be read "
+                f"(ask {self.ask_admin})",
             )
-            continue
-        others = [o.login for o in old_owners if o is not None and o.login.casefold() != actor.casefold()]
+        others = [o.login for o in old_owners if o is not None and not self.is_actor(o.login)]
         if others:
-            owner = others[0]
-            errors.append(
-                ConfigError(
-                    where,
-                    line,
-                    col,
-                    f"{actor} may not {verb} a workspace owned by {owner} (ask {owner} or {ask_admin})",
-                )
+            return ConfigError(
+                where,
+                line,
+                col,
+                f"{self.actor} may not {verb} a workspace owned by {others[0]} "
+                f"(ask {others[0]} or {self.ask_admin})",
             )
-            continue
-        if new_is_ws and new_owner is not None and new_owner.login.casefold() != actor.casefold():
+        if new_owner is not None and not self.is_actor(new_owner.login):
             owner = new_owner.login
-            message = (
-                f"{actor} may not add a workspace owned by {owner} (ask {owner} or {ask_admin})"
-                if not previous
-                else f"{actor} may not give a workspace to {owner} (ask {owner} or {ask_admin})"
+            what = "add a workspace owned by" if not previous else "give a workspace to"
+            return ConfigError(
+                where, line, col, f"{self.actor} may not {what} {owner} (ask {owner} or {self.ask_admin})"
             )
-            errors.append(ConfigError(where, line, col, message))
-    return sorted(errors)
+        return None
+
+    def is_actor(self, login: str) -> bool:
+        return login.casefold() == self.actor.casefold()
 
 
 def default_base(env: Mapping[str, str] | None = None) -> str | None:

@@ -165,7 +165,9 @@ def test_alice_touching_blocks_is_refused(repo: Repo) -> None:
     ]
 
 
-@pytest.mark.parametrize("path", ["reconciler/cli.py", ".github/workflows/plan.yml", "deploy/rbac/x.yaml"])
+@pytest.mark.parametrize(
+    "path", ["reconciler/cli.py", ".github/workflows/plan.yml", "deploy/rbac/x.yaml", "pyproject.toml"]
+)
 def test_alice_touching_the_platforms_code_is_refused(repo: Repo, path: str) -> None:
     repo.write(path, "x\n")
     repo.commit("alice edits platform code")
