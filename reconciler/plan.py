@@ -499,6 +499,9 @@ def _diff_value(
     quantity: bool,
     secret: bool,
 ) -> None:
+    if dv == lv:
+        # Exactly equal (compared in C): nothing differs and nothing owned can be missing below.
+        return
     if isinstance(dv, dict):
         if isinstance(lv, dict):
             _diff_map(

@@ -79,6 +79,7 @@ def workspace(
     state: str = "running",
     commit: str | None = "1111111111111111111111111111111111111111",
     tool: str = "vscode",
+    port: int = 8080,
 ) -> DesiredWorkspace:
     """A DesiredWorkspace with its Deployment, Service and Ingress."""
     labels = {
@@ -108,17 +109,17 @@ def workspace(
     container: dict[str, Any] = {
         "name": "workspace",
         "image": image,
-        "args": ["--bind-addr", "0.0.0.0:8080", "--auth", "password"],
+        "args": ["--bind-addr", f"0.0.0.0:{port}", "--auth", "password"],
     }
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     if workdir:
         container["workingDir"] = workdir
-    container["ports"] = [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     container["resources"] = {"requests": dict(limits), "limits": dict(limits)}
     if mounts:
         container["volumeMounts"] = mounts
-    container["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 5}
+    container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 5}
     container["securityContext"] = security
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -170,7 +171,7 @@ def workspace(
         "spec": {
             "type": "ClusterIP",
             "selector": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PART_OF: PROJECT, LABEL_INSTANCE: name},
-            "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
     host = f"{PROJECT}-{name}.{DOMAIN}"
@@ -187,7 +188,7 @@ def workspace(
                             {
                                 "path": "/",
                                 "pathType": "Prefix",
-                                "backend": {"service": {"name": name, "port": {"number": 8080}}},
+                                "backend": {"service": {"name": name, "port": {"number": port}}},
                             }
                         ]
                     },
@@ -646,6 +647,55 @@ def test_stopping_a_workspace_scales_it_to_zero_without_a_restart() -> None:
     assert deployment_change(plan, wp.name).diff == [FieldDiff("spec.replicas", 1, 0)]
     assert not wp.restarts
     assert "unsaved work is lost" in wp.notes[0]
+
+
+def test_a_new_port_replaces_the_old_list_items_found_by_their_full_merge_key() -> None:
+    plan = plan_of([workspace(port=8888)], live_of(workspace()))
+    wp = plan.workspaces[0]
+    port = {"containerPort": 8888, "name": "http", "protocol": "TCP"}
+    assert [(d.path, d.live, d.desired) for d in wp.objects[0].diff] == [
+        (
+            f"{CONTAINER}.args",
+            ["--bind-addr", "0.0.0.0:8080", "--auth", "password"],
+            ["--bind-addr", "0.0.0.0:8888", "--auth", "password"],
+        ),
+        (
+            f"{CONTAINER}.ports[containerPort=8888]",
+            None,
+            {"name": "http", "containerPort": 8888, "protocol": "TCP"},
+        ),
+        (f"{CONTAINER}.ports[containerPort=8080]", {**port, "containerPort": 8080}, None),
+        (f"{CONTAINER}.readinessProbe.tcpSocket.port", 8080, 8888),
+    ]
+    assert [(d.path, d.live, d.desired) for d in wp.objects[1].diff] == [
+        (
+            "spec.ports[port=8888]",
+            None,
+            {"name": "http", "port": 8888, "targetPort": "http", "protocol": "TCP"},
+        ),
+        (
+            "spec.ports[port=8080]",
+            {"name": "http", "port": 8080, "protocol": "TCP", "targetPort": "http"},
+            None,
+        ),
+    ]
+    assert paths(wp.objects[2].diff) == ["spec.rules[0].http.paths[0].backend.service.port.number"]
+    assert plan.blast_radius == [
+        BlockImpact("environment", "aisg-vscode-server-v4-16-1", ["jane-doe-vscode"])
+    ]
+
+
+def test_an_object_of_ours_that_a_desired_workspace_no_longer_has_is_deleted_in_an_update() -> None:
+    w = workspace()
+    live = live_of(w)
+    extra = applied({**w.objects[1], "metadata": {**w.objects[1]["metadata"], "name": "jane-doe-vscode-old"}})
+    live.objects[ObjectId("Service", NS, "jane-doe-vscode-old")] = extra
+    wp = plan_of([w], live).workspaces[0]
+    assert wp.action is Action.UPDATE
+    assert [(str(o.id), o.action) for o in wp.objects][-1] == (
+        "Service/sample-project/jane-doe-vscode-old",
+        Action.DELETE,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
