@@ -16,7 +16,13 @@ Masking: an ``env`` (or any name/value) item whose name contains TOKEN, PASSWORD
 has its ``value`` shown as ``"***"``; so has ``--flag=value`` in ``args``/``command`` when the
 flag's name contains one of those words. A masked change is still reported: its
 ``FieldDiff.masked`` is true (JSON: ``"masked": true``), and when only such a value changed both
-sides read ``"***"``.
+sides read ``"***"``. ``ObjectChange.desired``/``live`` stay unmasked (apply sends ``desired``
+as is); reports never print them, and ``redacted_desired``/``redacted_live`` give masked copies.
+
+Blast radius: a block counts as changed when every existing workspace using it has diffs under
+the fields it controls (compute: container resources; environment: image, args, command, env,
+ports, probes, workingDir, the init container's image; data source: its volume and mounts), so
+one workspace switching blocks is not reported as a block change.
 """
 
 from __future__ import annotations
@@ -207,13 +213,16 @@ class WorkspaceResult:
     errors: list[str] = field(default_factory=list)
 
 
+StatusState = Literal["ready", "not ready", "missing", "orphaned", "stopped"]
+
+
 @dataclass(frozen=True)
 class StatusRow:
     """One workspace in ``reconcile status``."""
 
     name: str
     owner: str
-    state: Literal["ready", "not ready", "missing", "orphaned", "stopped"]
+    state: StatusState
     url: str
     credential_hint: str
     age: str
