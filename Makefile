@@ -42,6 +42,7 @@ demo: venv binaries
 	bash scripts/demo.sh
 
 bench: venv binaries
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
 clean: cluster-down

@@ -352,7 +352,8 @@ def stop(d: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down", "binaries"])
+    ap.add_argument("action", choices=["up", "down", "binaries", "user"])
+    ap.add_argument("name", nargs="?", help="with `user`: the user name (prints its kubeconfig path)")
     ap.add_argument("--dir", type=Path, default=Path(".cluster"))
     ap.add_argument("--audit", action="store_true", help="write an audit log of every request (Metadata level)")
     ap.add_argument("--fake-nodes", type=int, default=1, help="fake nodes whose pods are made Ready")
@@ -360,6 +361,9 @@ def main() -> int:
     a = ap.parse_args()
     if a.action == "binaries":
         print(binary_dir())
+        return 0
+    if a.action == "user":
+        print(Cluster.load(a.dir.resolve()).user_kubeconfig(a.name))
         return 0
     if a.action == "down":
         stop(a.dir.resolve())
