@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,11 +24,15 @@ LOGIN = r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
 # resource requests are never negative.
 QUANTITY = (
     r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
-    r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+))?$"
+    r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 )
 # An absolute path without whitespace or shell metacharacters: it is pasted into a hint.
 ABSOLUTE_PATH = r"^/[^\s\"'`$\\;&|<>(){}*?!#]*$"
 LOG_PATTERN = r"^[^\"`$\\\n\r]+$"
+
+MAX_QUANTITY = Decimal(2**63 - 1)
+"""Kubernetes stores quantities in an int64."""
+MAX_GPUS = 1024
 
 _DNS1035_RE = re.compile(DNS1035_LABEL)
 _DNS1123_RE = re.compile(DNS1123_LABEL)
@@ -139,8 +143,7 @@ def _env_name(value: object) -> str:
     if len(text) > 256 or not _ENV_NAME_RE.fullmatch(text):
         raise PydanticCustomError(
             "env_name",
-            "{value} is not a valid environment variable name "
-            "(letters, digits and '_', not starting with a digit)",
+            "{value} is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
             {"value": repr(text)},
         )
     return text
@@ -168,6 +171,12 @@ def _quantity(value: object) -> str:
             '{value} is not a valid Kubernetes quantity (e.g. "4", "500m", "16Gi", "512Mi")',
             {"value": repr(str(value))},
         )
+    try:
+        too_large = parse_quantity(text) > MAX_QUANTITY
+    except ValueError:
+        too_large = True
+    if too_large:
+        raise PydanticCustomError("quantity_too_large", "{value} is too large", {"value": repr(text)})
     return text
 
 
@@ -244,9 +253,7 @@ class Workspace(_File):
 class Credentials(_Model):
     """How to find the login password or token: exactly one of `file` or `logPattern`."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["file"]}, {"required": ["logPattern"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["file"]}, {"required": ["logPattern"]}]})
 
     file: AbsolutePath | None = Field(default=None, description="A file to read inside the container.")
     log_pattern: LogPattern | None = Field(
@@ -288,7 +295,7 @@ class ComputeSpec(_Model):
 
     cpu: Quantity
     memory: Quantity
-    gpu: Annotated[int, Field(ge=0)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
+    gpu: Annotated[int, Field(ge=0, le=MAX_GPUS)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
 
 
 class ComputeResource(_File):
@@ -302,9 +309,7 @@ class DataSourceSpec(_Model):
     """An existing PersistentVolumeClaim and where it is mounted."""
 
     pvc: Subdomain = Field(description="An EXISTING claim; never created or deleted by the reconciler.")
-    mount_path: MountPath | None = Field(
-        default=None, alias="mountPath", description='Default: "/<metadata.name>".'
-    )
+    mount_path: MountPath | None = Field(default=None, alias="mountPath", description='Default: "/<metadata.name>".')
     read_only: bool = Field(default=False, alias="readOnly")
 
 
@@ -336,9 +341,7 @@ class ProjectSpec(_Model):
     owner_prefix: bool = Field(
         default=True, alias="ownerPrefix", description='Workspace names must start with "<owner>-".'
     )
-    hints: Literal["kubectl", "runai"] = Field(
-        default="kubectl", description="The CLI that credential hints use."
-    )
+    hints: Literal["kubectl", "runai"] = Field(default="kubectl", description="The CLI that credential hints use.")
     admins: list[Login] = Field(default=[], description="Logins allowed to change any workspace file.")
     quota: Quota | None = None
 
@@ -415,9 +418,12 @@ def parse_quantity(quantity: str) -> Decimal:
     number, suffix = match.groups()
     try:
         if suffix[:1] in ("e", "E"):
-            return Decimal(number) * (Decimal(10) ** Decimal(suffix[1:]))
+            exponent = int(suffix[1:])
+            if exponent > 100:  # far beyond int64; Decimal would overflow on absurd exponents
+                raise ValueError(f"quantity out of range: {quantity!r}")
+            return Decimal(number).scaleb(exponent)
         return Decimal(number) * _SUFFIXES[suffix]
-    except (InvalidOperation, KeyError):
+    except (ArithmeticError, KeyError, ValueError):
         raise ValueError(f"not a quantity: {quantity!r}") from None
 
 

@@ -136,9 +136,7 @@ def workdir(workspace: Workspace, sources: list[DataSource]) -> str | None:
     return f"{sources[0].mount_path.rstrip('/')}/workspaces/{workspace.spec.owner}"
 
 
-def _metadata(
-    project: Project, name: str, labels: dict[str, str], annotations: dict[str, str]
-) -> dict[str, Any]:
+def _metadata(project: Project, name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": project.namespace,

@@ -105,9 +105,7 @@ class _RepoReader:
         found = [name for name in PROJECT_FILES if os.path.lexists(self.root / name)]
         if not found:
             self.errors.append(
-                ConfigError(
-                    "project.yaml", 1, 1, "missing project.yaml (the project: namespace, domain, quota)"
-                )
+                ConfigError("project.yaml", 1, 1, "missing project.yaml (the project: namespace, domain, quota)")
             )
             return
         for name in found[1:]:

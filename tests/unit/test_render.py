@@ -203,9 +203,7 @@ def test_ports_probe_and_service_use_the_environment_port_with_explicit_protocol
     assert service["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
     rule = objects["Ingress"]["spec"]["rules"][0]
     assert rule["host"] == "demo-alice-code.example.org"
-    assert rule["http"]["paths"][0]["backend"] == {
-        "service": {"name": "alice-code", "port": {"number": 8080}}
-    }
+    assert rule["http"]["paths"][0]["backend"] == {"service": {"name": "alice-code", "port": {"number": 8080}}}
 
 
 def test_the_pod_runs_restricted(repo: Repo) -> None:

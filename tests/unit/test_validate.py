@@ -65,9 +65,7 @@ def test_the_base_repo_of_the_corpus_is_valid(base_repo: Path) -> None:
     assert repo.commit is None
 
 
-def test_errors_of_every_file_are_collected_and_sorted(
-    write: Callable[[str, str], Path], base_repo: Path
-) -> None:
+def test_errors_of_every_file_are_collected_and_sorted(write: Callable[[str, str], Path], base_repo: Path) -> None:
     write("workspaces/bob-lab.yaml", "a: 1\na: 2\n")
     write("blocks/compute/small.yaml", "")
     errors = _errors(base_repo)
@@ -75,9 +73,7 @@ def test_errors_of_every_file_are_collected_and_sorted(
     assert {e.path for e in errors} == {"workspaces/bob-lab.yaml", "blocks/compute/small.yaml"}
 
 
-def test_a_file_larger_than_1_mib_is_rejected_on_line_1(
-    write: Callable[[str, str], Path], base_repo: Path
-) -> None:
+def test_a_file_larger_than_1_mib_is_rejected_on_line_1(write: Callable[[str, str], Path], base_repo: Path) -> None:
     write("workspaces/bob-lab.yaml", "# " + "x" * (1 << 20) + "\n")
     (error,) = _errors(base_repo)
     assert (error.path, error.line, error.col) == ("workspaces/bob-lab.yaml", 1, 1)
@@ -85,17 +81,13 @@ def test_a_file_larger_than_1_mib_is_rejected_on_line_1(
 
 
 def test_non_utf8_content_is_rejected_at_the_offending_byte(base_repo: Path) -> None:
-    (base_repo / "workspaces" / "bob-lab.yaml").write_bytes(
-        b"apiVersion: workspaces/v1\nkind: W\xe9rkspace\n"
-    )
+    (base_repo / "workspaces" / "bob-lab.yaml").write_bytes(b"apiVersion: workspaces/v1\nkind: W\xe9rkspace\n")
     (error,) = _errors(base_repo)
     assert (error.path, error.line, error.col) == ("workspaces/bob-lab.yaml", 2, 8)
     assert "not valid UTF-8" in error.message
 
 
-def test_a_symlink_pointing_outside_the_repo_is_rejected_and_never_read(
-    base_repo: Path, tmp_path: Path
-) -> None:
+def test_a_symlink_pointing_outside_the_repo_is_rejected_and_never_read(base_repo: Path, tmp_path: Path) -> None:
     outside = tmp_path / "secret.yaml"
     outside.write_text("password: hunter2\n")
     os.symlink(outside, base_repo / "workspaces" / "eve-steal.yaml")
@@ -136,9 +128,7 @@ def test_a_yml_file_is_read_like_a_yaml_file(base_repo: Path) -> None:
     assert repo.sources[("Workspace", "bob-lab")] == "workspaces/bob-lab.yml"
 
 
-def test_stopped_workspaces_do_not_count_against_the_quota(
-    write: Callable[[str, str], Path], base_repo: Path
-) -> None:
+def test_stopped_workspaces_do_not_count_against_the_quota(write: Callable[[str, str], Path], base_repo: Path) -> None:
     for owner in ("carol", "dave"):
         write(
             f"workspaces/{owner}-gpu.yaml",
