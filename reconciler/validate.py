@@ -42,6 +42,7 @@ PROJECT_FILES = ("project.yaml", "project.yml")
 SUFFIXES = (".yaml", ".yml")
 HOST_LABEL_MAX = 63
 
+_OUTSIDE = "symlink points outside the repository; not read"
 _FOLDER_OF = {kind: folder for folder, kind in KIND_FOLDERS.items()}
 _REFERENCE_FIELDS = (("environment", "Environment"), ("compute", "ComputeResource"))
 
@@ -110,7 +111,11 @@ class _RepoReader:
             return
         for name in found[1:]:
             self.errors.append(ConfigError(name, 1, 1, f"duplicate project file: {found[0]} is used"))
-        doc = self._load(self.root / found[0], found[0])
+        path = self.root / found[0]
+        if not self._inside(path):
+            self.errors.append(ConfigError(found[0], 1, 1, _OUTSIDE))
+            return
+        doc = self._load(path, found[0])
         if doc is not None:
             model = self._validate(doc, "Project", folder=None)
             if model is not None:
@@ -121,11 +126,10 @@ class _RepoReader:
         directory = self.root / folder
         if not os.path.lexists(directory):
             return
-        real = Path(os.path.realpath(directory))
-        if not real.is_relative_to(self.real_root):
-            self.errors.append(ConfigError(folder, 1, 1, "symlink points outside the repository; not read"))
+        if not self._inside(directory):
+            self.errors.append(ConfigError(folder, 1, 1, _OUTSIDE))
             return
-        if not real.is_dir():
+        if not directory.is_dir():
             return
         try:
             entries = sorted(
@@ -141,8 +145,8 @@ class _RepoReader:
             rel = f"{folder}/{name}"
             path = directory / name
             stem = name.rsplit(".", 1)[0]
-            if is_symlink and not Path(os.path.realpath(path)).is_relative_to(self.real_root):
-                self.errors.append(ConfigError(rel, 1, 1, "symlink points outside the repository; not read"))
+            if is_symlink and not self._inside(path):
+                self.errors.append(ConfigError(rel, 1, 1, _OUTSIDE))
                 loaded.broken.add(stem)
                 continue
             if os.path.isdir(path):
@@ -178,6 +182,10 @@ class _RepoReader:
                 continue
             loaded.models[model.name] = model
             loaded.docs[model.name] = doc
+
+    def _inside(self, path: Path) -> bool:
+        """Whether `path`, with every symlink resolved, stays inside the repository."""
+        return Path(os.path.realpath(path)).is_relative_to(self.real_root)
 
     def _load(self, path: Path, rel: str) -> Document | None:
         try:
@@ -308,7 +316,7 @@ class _RepoReader:
             if total > limit_value:
                 self.errors.append(
                     doc.error(
-                        ("spec", "quota", dimension),
+                        ("spec", "quota"),
                         f"quota exceeded: running workspaces request {dimension} "
                         f"{format_quantity(total, binary=binary)} > quota {limit}",
                     )

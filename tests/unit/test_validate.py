@@ -95,6 +95,13 @@ def test_a_symlink_pointing_outside_the_repo_is_rejected_and_never_read(base_rep
     assert str(error) == "workspaces/eve-steal.yaml:1:1: symlink points outside the repository; not read"
 
 
+def test_a_project_file_symlinked_outside_the_repo_is_rejected(base_repo: Path, tmp_path: Path) -> None:
+    shutil.move(base_repo / "project.yaml", tmp_path / "project.yaml")
+    os.symlink(tmp_path / "project.yaml", base_repo / "project.yaml")
+    errors = [str(e) for e in _errors(base_repo)]
+    assert errors == ["project.yaml:1:1: symlink points outside the repository; not read"]
+
+
 def test_a_symlinked_folder_pointing_outside_the_repo_is_rejected(base_repo: Path, tmp_path: Path) -> None:
     shutil.move(base_repo / "blocks" / "compute", tmp_path / "compute")
     os.symlink(tmp_path / "compute", base_repo / "blocks" / "compute")
@@ -108,6 +115,12 @@ def test_a_symlink_inside_the_repo_is_followed(base_repo: Path) -> None:
     shutil.move(base_repo / "blocks" / "compute" / "small.yaml", shared / "small.yaml")
     os.symlink(shared / "small.yaml", base_repo / "blocks" / "compute" / "small.yaml")
     assert "small" in load_repo(base_repo).compute
+
+
+def test_a_fifo_named_like_a_workspace_is_an_error_not_a_hang(base_repo: Path) -> None:
+    os.mkfifo(base_repo / "workspaces" / "zed-pipe.yaml")
+    (error,) = _errors(base_repo)
+    assert str(error) == "workspaces/zed-pipe.yaml:1:1: not a regular file"
 
 
 def test_files_without_a_yaml_suffix_and_hidden_files_are_ignored(
