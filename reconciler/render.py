@@ -202,6 +202,8 @@ def _deployment(
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,
             "fsGroup": RUN_AS_USER,
+            # A team PVC can hold millions of files: chown them only when the root's group is wrong.
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
