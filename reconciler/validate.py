@@ -142,7 +142,7 @@ class _RepoReader:
             return
         loaded = self.loaded[kind]
         for name, is_symlink in entries:
-            rel = f"{folder}/{name}"
+            rel = f"{folder}/{_printable(name)}"
             path = directory / name
             stem = name.rsplit(".", 1)[0]
             if is_symlink and not self._inside(path):
@@ -343,12 +343,20 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _printable(text: str) -> str:
+    """`text` safe for a `path:line:col: message` line: no line breaks, colons or unencodable characters."""
+    if text.isprintable() and ":" not in text:
+        return text
+    return text.encode("unicode_escape", errors="backslashreplace").decode("ascii").replace(":", "\\x3a")
+
+
 def _dotted(loc: tuple[str | int, ...]) -> str:
     text = ""
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
+            part = _printable(part)
             text += f".{part}" if text else part
     return text or "the top level"
 

@@ -123,6 +123,24 @@ def test_a_fifo_named_like_a_workspace_is_an_error_not_a_hang(base_repo: Path) -
     assert str(error) == "workspaces/zed-pipe.yaml:1:1: not a regular file"
 
 
+def test_odd_characters_in_file_names_and_keys_cannot_break_the_error_line_format(
+    write: Callable[[str, str], Path], base_repo: Path
+) -> None:
+    os.rename(base_repo / "workspaces" / "bob-lab.yaml", os.fsencode(base_repo / "workspaces") + b"/b\nob:\xff.yaml")
+    write(
+        "blocks/environments/vscode.yaml",
+        (base_repo / "blocks/environments/vscode.yaml").read_text() + '  env: {"A\\nB": 1}\n',
+    )
+    errors = [str(e) for e in _errors(base_repo)]
+    assert errors == [
+        "blocks/environments/vscode.yaml:11:9: spec.env.A\\nB: 'A\\nB' is not a valid environment variable name "
+        "(letters, digits and '_', not starting with a digit)",
+        "blocks/environments/vscode.yaml:11:9: spec.env.A\\nB: Input should be a valid string",
+        "workspaces/b\\nob\\x3a\\udcff.yaml:4:3: metadata.name 'bob-lab' does not match the file name "
+        "'b\\nob:\\udcff.yaml' (the file must be bob-lab.yaml)",
+    ]
+
+
 def test_files_without_a_yaml_suffix_and_hidden_files_are_ignored(
     write: Callable[[str, str], Path], base_repo: Path
 ) -> None:
