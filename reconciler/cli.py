@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,13 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.errors import ConfigError, ReconcileError, ValidationFailed
+from reconciler.cluster import ApplyOptions, Cluster, ClusterOptions
+from reconciler.errors import ConfigError, GitHubError, PlanRefused, ReconcileError, ValidationFailed
+from reconciler.github import publish_report, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
+from reconciler.plan import Action, Plan, PlanOptions, WorkspaceResult, check, compute_plan
 from reconciler.render import render
+from reconciler.report import plan_json, plan_markdown, plan_text, status_json, status_markdown, status_text
 from reconciler.validate import load_repo
 
 EXIT_OK = 0
@@ -68,22 +73,206 @@ class ReconcileGroup(click.Group):
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
+_OUTPUT = click.Choice(["text", "json", "markdown"])
+
+
 @click.group(
     cls=ReconcileGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="reconcile")
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The config repository (holds project.yaml).",
+)
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing (needs read rights only).")
+@click.option("--output", "output", type=_OUTPUT, default="text", show_default=True)
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
+)
+@click.option("--context", "kube_context", default=None, help="The kubeconfig context to use.")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="After applying, wait until every created or updated workspace is ready.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the lock and, separately, for readiness.",
+)
+@click.option("--adopt", is_flag=True, help="Take over existing objects that are not ours (conflicts).")
+@click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes many or all workspaces.")
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Refuse a plan deleting more workspaces than this, unless --allow-mass-delete.",
+)
+@click.option(
+    "--comment", is_flag=True, help="Post the report to the pull request (GitHub Actions environment variables)."
+)
 @click.pass_context
-def main(ctx: click.Context) -> int:
-    """Make a Kubernetes cluster match the workspaces in this Git repository."""
+def main(ctx: click.Context, /, **options: Any) -> int:
+    """Make a Kubernetes cluster match the workspaces in this Git repository.
+
+    Without a subcommand: compute the plan and apply it (or only show it with --dry-run).
+    """
     if ctx.invoked_subcommand is not None:
+        ctx.obj = options
         return EXIT_OK
-    # --- the plan/apply command --------------------------------------------------------
-    # Bare `reconcile [--dry-run] ...` is the plan/apply verb (DESIGN.md section 4). Its options
-    # go on this group and its body replaces the three lines below.
-    click.echo("reconcile: the plan/apply command is not wired yet", err=True)
-    return EXIT_ERROR
+    return _reconcile(RunOptions(**options))
+
+
+@dataclass
+class RunOptions:
+    """The options of the plan/apply verb, passed whole."""
+
+    repo: Path
+    dry_run: bool
+    output: str
+    detailed_exitcode: bool
+    kubeconfig: str | None
+    kube_context: str | None
+    wait: bool
+    timeout: float
+    adopt: bool
+    allow_mass_delete: bool
+    max_deletes: int
+    comment: bool
+
+
+def _reconcile(o: RunOptions) -> int:
+    repo = load_repo(o.repo)
+    desired = render(repo)
+    project, namespace = repo.project.metadata.name, repo.project.namespace
+    plan_opts = PlanOptions(adopt=o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes)
+    cluster = Cluster(namespace, ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context))
+    claims = sorted({c for w in desired for c in w.pvcs})
+
+    def make_plan() -> Plan:
+        return compute_plan(desired, cluster.read_live(claims), project, namespace, plan_opts)
+
+    plan = make_plan()
+    refused: PlanRefused | None = None
+    try:
+        check(plan, plan_opts)
+    except PlanRefused as e:
+        refused = e
+    results: dict[str, WorkspaceResult] = {}
+    failed = refused is not None
+    if not o.dry_run and refused is None and plan.has_changes:
+        with cluster.acquire_lease(ApplyOptions(timeout=o.timeout)):
+            plan = make_plan()  # again, under the lock: never act on a plan another run made stale
+            check(plan, plan_opts)
+            results = cluster.apply(plan)
+        failed = any(r.errors for r in results.values())
+        to_wait = [
+            w.name
+            for w in plan.workspaces
+            if w.action in (Action.CREATE, Action.UPDATE) and w.state == "running" and not results[w.name].errors
+        ]
+        if o.wait and to_wait:
+            ready = cluster.wait_ready(project, to_wait, o.timeout, _progress(len(to_wait)))
+            for name, r in ready.items():
+                results[name].ready, results[name].reason = r.ready, r.reason
+            failed = failed or any(r.ready is False for r in ready.values())
+    _emit_plan(o, plan, results, repo.commit)
+    if refused is not None:
+        click.echo(f"error: {_one_line(str(refused))}", err=True)
+    for name, r in sorted(results.items()):
+        for err in r.errors:
+            click.echo(f"error: {_one_line(err)}", err=True)
+        if r.ready is False:
+            click.echo(f"error: {name} is not ready: {_one_line(r.reason)}", err=True)
+    if failed:
+        return EXIT_ERROR
+    return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None) -> None:
+    markdown = None
+    if o.output == "json":
+        click.echo(json.dumps(plan_json(plan, results or None), indent=2))
+    elif o.output == "markdown":
+        markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
+        click.echo(markdown)
+    else:
+        click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
+    if o.comment or os.environ.get("GITHUB_STEP_SUMMARY"):
+        markdown = markdown or plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
+        write_step_summary(markdown)
+    if o.comment:
+        try:
+            url = publish_report(markdown or "", dry_run=o.dry_run)
+            click.echo(f"commented: {url}", err=True)
+        except GitHubError as e:
+            click.echo(f"warning: the report was not posted: {_one_line(str(e))}", err=True)
+
+
+def _progress(total: int) -> Callable[[list[str], list[str]], None]:
+    """Readiness progress: one rewritten line on a terminal, a plain line per change otherwise."""
+    last: list[int] = [-1]
+    tty = sys.stderr.isatty()
+
+    def show(ready: list[str], pending: list[str]) -> None:
+        if len(ready) == last[0]:
+            return
+        last[0] = len(ready)
+        waiting = ", ".join(pending[:3]) + (" ..." if len(pending) > 3 else "")
+        line = f"waiting for readiness: {len(ready)}/{total} ready" + (f" (waiting: {waiting})" if pending else "")
+        if tty:
+            click.echo(f"\r\x1b[2K{line}", err=True, nl=not pending)
+        else:
+            click.echo(line, err=True)
+
+    return show
+
+
+@main.command()
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The config repository (holds project.yaml).",
+)
+@click.option("--output", "output", type=_OUTPUT, default="text", show_default=True)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
+@click.option("--context", "kube_context", default=None)
+@click.pass_context
+def status(ctx: click.Context, repo: Path | None, output: str, kubeconfig: str | None, kube_context: str | None) -> int:
+    """Live state of every workspace: ready, not ready, stopped, missing or orphaned; URL and hint."""
+    parent = ctx.obj or {}
+    repo_dir = repo or parent.get("repo") or Path(".")
+    loaded = load_repo(repo_dir)
+    cluster = Cluster(
+        loaded.project.namespace,
+        ClusterOptions(
+            kubeconfig=kubeconfig or parent.get("kubeconfig"), context=kube_context or parent.get("kube_context")
+        ),
+    )
+    rows = cluster.status(loaded.project.metadata.name, render(loaded))
+    if output == "json":
+        click.echo(json.dumps(status_json(rows), indent=2))
+    elif output == "markdown":
+        click.echo(status_markdown(rows))
+    else:
+        click.echo(status_text(rows, color=sys.stdout.isatty()), nl=False)
+    return EXIT_OK
 
 
 _REPO_OPTION = click.option(
@@ -130,9 +319,7 @@ def validate(repo: Path, output_format: str) -> int:
         files = len({e.path for e in errors})
         click.echo(f"error: {_count(len(errors), 'validation error')} in {_count(files, 'file')}", err=True)
         return EXIT_ERROR
-    click.echo(
-        f"ok: {_count(len(loaded.workspaces), 'workspace')}, {_count(loaded.block_count, 'block')}", err=True
-    )
+    click.echo(f"ok: {_count(len(loaded.workspaces), 'workspace')}, {_count(loaded.block_count, 'block')}", err=True)
     return EXIT_OK
 
 
@@ -185,8 +372,7 @@ def schema_text(kind: str) -> str:
 def github_error_command(error: ConfigError) -> str:
     """`::error file=…,line=…,col=…::message`, escaped as GitHub's workflow commands require."""
     return (
-        f"::error file={_escape_property(error.path)},line={error.line},col={error.col}"
-        f"::{_escape_data(error.message)}"
+        f"::error file={_escape_property(error.path)},line={error.line},col={error.col}::{_escape_data(error.message)}"
     )
 
 

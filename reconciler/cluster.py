@@ -12,6 +12,7 @@ raw `application/apply-patch+yaml` PATCHes; no API discovery is run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -23,15 +24,15 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import urllib3
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from reconciler.errors import ClusterError, LockError
-from reconciler.plan import Action, LiveState, ObjectId, Plan, StatusRow, WorkspaceResult
+from reconciler.plan import Action, LiveState, ObjectId, Plan, StatusRow, StatusState, WorkspaceResult, is_ours
 from reconciler.render import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -88,6 +89,10 @@ class Cluster:
         self.opts = opts or ClusterOptions()
         self._api = _api_client(self.opts)
         self._host = self._api.configuration.host.rstrip("/")
+        # The client's own pool (TLS, client certs, proxy) without its body handling: we send
+        # exact bytes (apply-patch+yaml) and read JSON ourselves.
+        self._pool = self._api.rest_client.pool_manager
+        self._timeout = urllib3.Timeout(connect=5, read=self.opts.request_timeout)
         self.requests = 0
 
     # --- transport ---------------------------------------------------------------------------
@@ -119,9 +124,8 @@ class Cluster:
             last = attempt == self.opts.retries
             self.requests += 1
             try:
-                r = self._api.rest_client.request(method, url, headers=headers, body=data,
-                                                  _request_timeout=(5, self.opts.request_timeout))
-                raw = r.read()
+                r = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
+                raw = r.data
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 if last:
                     raise ClusterError(f"{what}: cannot reach the API server at {self._host}: "
@@ -129,8 +133,6 @@ class Cluster:
                 time.sleep(delay)
                 delay *= 2
                 continue
-            except ApiException as e:  # TLS failures surface as status 0
-                raise ClusterError(f"{what}: {_short(e.reason)}") from None
             if 200 <= r.status < 300:
                 return json.loads(raw) if raw else {}
             if r.status in RETRYABLE and not last:
@@ -195,6 +197,13 @@ class Cluster:
                             query={"fieldManager": FIELD_MANAGER, "force": "true"}, body=obj,
                             content_type="application/apply-patch+yaml", what=f"{oid} apply failed")
 
+    def replace(self, obj: Json, live: Json) -> Json:
+        """PUT the desired object over a live one (adoption), guarded by the live resourceVersion."""
+        oid = ObjectId(obj["kind"], self.namespace, obj["metadata"]["name"])
+        body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
+        return self.request("PUT", self._object_path(oid.kind, oid.name), query={"fieldManager": FIELD_MANAGER},
+                            body=body, what=f"{oid} adopt failed")
+
     def delete(self, oid: ObjectId, uid: str | None) -> None:
         """Delete one object, only if it is still the one we planned to delete (uid precondition)."""
         body: Json = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
@@ -218,11 +227,14 @@ class Cluster:
             ops: list[Callable[[], object]] = []
             for c in changes:
                 if c.action in (Action.CREATE, Action.UPDATE) and c.desired is not None:
-                    ops.append(lambda d=c.desired: self.server_side_apply(d))
+                    if c.live is not None and not is_ours(c.live, plan.project):
+                        # --adopt: replace the foreign object whole first, so none of its fields
+                        # (another manager's ports, say) survive next to ours.
+                        ops.append(partial(self.replace, c.desired, c.live))
+                    ops.append(partial(self.server_side_apply, c.desired))
                 elif c.action == Action.DELETE:
-                    uid = (c.live or {}).get("metadata", {}).get("uid")
-                    ops.append(lambda oid=c.id, u=uid: self.delete(oid, u))
-            jobs.append((w.name, lambda ops=ops: [op() for op in ops]))
+                    ops.append(partial(self.delete, c.id, (c.live or {}).get("metadata", {}).get("uid")))
+            jobs.append((w.name, partial(_run_all, ops)))
 
         def run(job: tuple[str, Callable[[], object]]) -> tuple[str, str | None]:
             try:
@@ -297,6 +309,7 @@ class Cluster:
                      and deps[n]["spec"].get("replicas", 1) != 0]
         reasons = self._not_ready_reasons(project, deps, not_ready) if not_ready else {}
         rows: list[StatusRow] = []
+        state: StatusState
         for name in sorted(set(want) | set(deps)):
             w, d = want.get(name), deps.get(name)
             owner = w.owner if w else ""
@@ -387,11 +400,9 @@ class Lease:
             self._thread.join(timeout=5)
         if self._obj is None:
             return
-        try:
+        with contextlib.suppress(ClusterError):  # if this fails, the lease expires on its own
             self.cluster.request("DELETE", f"{self.path}/{LEASE_NAME}",
                                  body={"preconditions": {"uid": self._obj["metadata"]["uid"]}})
-        except ClusterError:
-            pass  # expires on its own
         self._obj = None
 
     def __enter__(self) -> Lease:
@@ -403,13 +414,19 @@ class Lease:
 
 # --- helpers -------------------------------------------------------------------------------------
 
+def _run_all(ops: list[Callable[[], object]]) -> None:
+    for op in ops:
+        op()
+
+
 def _api_client(opts: ClusterOptions) -> client.ApiClient:
     try:
         if opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-            api = config.new_client_from_config(config_file=opts.kubeconfig, context=opts.context)
+            api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=opts.kubeconfig, context=opts.context)
         else:
             cfg = client.Configuration()
-            config.load_incluster_config(client_configuration=cfg)
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             api = client.ApiClient(cfg)
     except (ConfigException, OSError, ValueError, TypeError) as e:
         where = opts.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
@@ -442,7 +459,7 @@ def _api_error(status: int, raw: bytes, what: str) -> ClusterError:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse_time(s: str) -> dt.datetime:
@@ -454,13 +471,13 @@ def _expired(spec: Json) -> bool:
     if not renew:
         return True
     until = _parse_time(renew) + dt.timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
-    return dt.datetime.now(dt.timezone.utc) >= until
+    return dt.datetime.now(dt.UTC) >= until
 
 
 def _age(ts: str | None) -> str:
     if not ts:
         return ""
-    secs = int((dt.datetime.now(dt.timezone.utc) - _parse_time(ts)).total_seconds())
+    secs = int((dt.datetime.now(dt.UTC) - _parse_time(ts)).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
             return f"{secs // size}{unit}"
@@ -495,5 +512,6 @@ def _why_not_ready(dep: Json | None, pods: list[Json]) -> str:
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting:
-            return f"{phase}: container {cs['name']} {waiting.get('reason', 'waiting')}: {waiting.get('message', '')}".rstrip(": ")
+            why = f"{waiting.get('reason', 'waiting')}: {waiting.get('message', '')}".rstrip(": ")
+            return f"{phase}: container {cs['name']} {why}"
     return f"{phase}: pod {pod['metadata']['name']} is not ready yet"

@@ -32,7 +32,7 @@ def register_nodes(kubeconfig: Path, count: int, gpus: int = 0) -> None:
         capacity["nvidia.com/gpu"] = str(gpus)
     for i in range(count):
         name = f"{FAKE_NODE_PREFIX}{i}"
-        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        now = dt.datetime.now(dt.UTC).isoformat()
         body = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "type": "fake"}}}
         try:
@@ -56,7 +56,7 @@ def register_nodes(kubeconfig: Path, count: int, gpus: int = 0) -> None:
 
 
 def _ready_status(pod: client.V1Pod, node_index: int) -> dict[str, object]:
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    now = dt.datetime.now(dt.UTC).isoformat()
     cond = [{"type": t, "status": "True", "lastTransitionTime": now}
             for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
     statuses = [{"name": c.name, "ready": True, "started": True, "restartCount": 0, "image": c.image,

@@ -11,6 +11,7 @@ Binaries come from $KUBEBUILDER_ASSETS, else from tests/cluster/build.sh (built 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -68,7 +69,7 @@ def _write_key(key: rsa.RSAPrivateKey, path: Path) -> None:
 
 def _cert(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: rsa.RSAPrivateKey, *,
           ca: bool = False, server_names: tuple[str, ...] = (), client: bool = False) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
          .not_valid_after(now + dt.timedelta(days=7))
@@ -336,17 +337,13 @@ def stop(d: Path) -> None:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 break
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.1)
         else:
             log(f"{name} (pid {pid}) ignored SIGTERM; killing")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     (d / "state.json").unlink(missing_ok=True)
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ class Repo:
 
     def __init__(self, path: Path, namespace: str) -> None:
         self.path = path
+        path.mkdir(parents=True)
         for part in ("project.yaml", "blocks", "workspaces", "schemas"):
             src = ROOT / part
             if src.is_dir():
@@ -109,7 +111,7 @@ class Admin:
 
     def bound_pvc(self, name: str) -> None:
         """An existing, Bound claim, as the platform team would have made it."""
-        pv = f"{self.ns}-{name}"[:63]
+        pv = f"pv-{name[:40]}-{uuid.uuid4().hex[:8]}"
         self.core.create_persistent_volume({
             "metadata": {"name": pv},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
@@ -118,7 +120,7 @@ class Admin:
             "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
                      "resources": {"requests": {"storage": "1Gi"}}}})
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # the PV controller may wait for its next sync
         while time.monotonic() < deadline:
             if self.core.read_namespaced_persistent_volume_claim(name, self.ns).status.phase == "Bound":
                 return

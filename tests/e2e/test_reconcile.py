@@ -244,7 +244,7 @@ def _lease(admin: Admin, holder: str, renewed: dt.datetime, seconds: int) -> Non
 
 def test_a_lease_held_by_another_run_makes_apply_wait_then_fail_naming_the_holder(
         repo: Repo, admin: Admin, kc: Path) -> None:
-    _lease(admin, "github-actions run 42", dt.datetime.now(dt.timezone.utc), 600)
+    _lease(admin, "github-actions run 42", dt.datetime.now(dt.UTC), 600)
     t0 = time.monotonic()
     r = reconcile("--repo", str(repo), "--timeout", "3", "--no-wait", kubeconfig=kc)
     assert r.code == 1, str(r)
@@ -254,9 +254,9 @@ def test_a_lease_held_by_another_run_makes_apply_wait_then_fail_naming_the_holde
 
 
 def test_an_expired_lease_is_taken_over(repo: Repo, admin: Admin, kc: Path) -> None:
-    _lease(admin, "crashed run", dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5), 30)
+    _lease(admin, "crashed run", dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5), 30)
     apply(repo, kc, "--no-wait")
-    assert admin.names("Deployment") == [JUPYTER, VSCODE]
+    assert admin.names("Deployment") == [VSCODE, JUPYTER]
     assert admin.names("Deployment") and not admin.coord.list_namespaced_lease(admin.ns).items, \
         "the lease is released after the run"
 
@@ -271,7 +271,7 @@ def test_plan_runs_with_the_read_only_role_and_apply_with_the_apply_role(repo: R
     assert refused.code == 1 and "forbidden" in refused.stderr, str(refused)
     applied = reconcile("--repo", str(repo), "--output", "json", "--timeout", "60", kubeconfig=apply_kc)
     assert applied.code == 0, str(applied)
-    assert admin.names("Deployment") == [JUPYTER, VSCODE]
+    assert admin.names("Deployment") == [VSCODE, JUPYTER]
     status = reconcile("status", "--repo", str(repo), "--output", "json", kubeconfig=plan_kc)
     assert status.code == 0, str(status)
     assert "ready" in status.stdout
