@@ -27,7 +27,11 @@ lint: venv
 	$(BIN)/lint-imports
 
 test: venv binaries lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not soak"
+
+# The slow reliability trials (crash-anywhere, fault injection); see docs/SAFETY.md.
+soak: venv binaries
+	$(BIN)/pytest -m soak
 
 unit: venv
 	$(BIN)/pytest tests/unit
