@@ -19,7 +19,6 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.cluster import ApplyOptions, Cluster, ClusterOptions
 from reconciler.errors import ConfigError, GitHubError, PlanRefused, ReconcileError, ValidationFailed
 from reconciler.github import publish_report, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
@@ -156,6 +155,8 @@ class RunOptions:
 
 
 def _reconcile(o: RunOptions) -> int:
+    from reconciler.cluster import ApplyOptions, Cluster, ClusterOptions  # the kubernetes client: only here
+
     repo = load_repo(o.repo)
     desired = render(repo)
     project, namespace = repo.project.metadata.name, repo.project.namespace
@@ -256,6 +257,8 @@ def _progress(total: int) -> Callable[[list[str], list[str]], None]:
 @click.pass_context
 def status(ctx: click.Context, repo: Path | None, output: str, kubeconfig: str | None, kube_context: str | None) -> int:
     """Live state of every workspace: ready, not ready, stopped, missing or orphaned; URL and hint."""
+    from reconciler.cluster import Cluster, ClusterOptions
+
     parent = ctx.obj or {}
     repo_dir = repo or parent.get("repo") or Path(".")
     loaded = load_repo(repo_dir)
@@ -295,7 +298,11 @@ _REPO_OPTION = click.option(
     show_default=True,
     help="text: path:line:col: message; json: a list of objects; github: workflow commands.",
 )
-def validate(repo: Path, output_format: str) -> int:
+@click.option("--actor", default=None, metavar="LOGIN",
+              help="Also enforce ownership: LOGIN (unless an admin) may only touch their own workspace files.")
+@click.option("--base", default=None, metavar="REV",
+              help="With --actor: the PR's base (default: the event's base SHA, or origin/$GITHUB_BASE_REF).")
+def validate(repo: Path, output_format: str, actor: str | None, base: str | None) -> int:
     """Validate every file of the repo and print every error."""
     try:
         loaded = load_repo(repo)
@@ -303,6 +310,13 @@ def validate(repo: Path, output_format: str) -> int:
         errors = exc.errors
     else:
         errors = []
+    if actor:
+        from reconciler.policy import check_ownership, default_base
+
+        base = base or default_base()
+        if not base:
+            raise click.UsageError("--actor needs --base REV (or a pull_request event / GITHUB_BASE_REF)")
+        errors = sorted(errors + check_ownership(repo, actor, base))
     if output_format == "json":
         click.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     elif output_format == "github":
