@@ -37,6 +37,7 @@ spec:
   volumeName: sample-project-pv
   resources: {requests: {storage: 10Gi}}
 YAML
+"$KUBECTL" -n sample-project wait pvc/sample-project-pvc --for=jsonpath='{.status.phase}'=Bound --timeout=90s >/dev/null
 PLAN_KC=$($BIN/python tests/cluster/launcher.py user ci-plan --dir "$DIR")
 APPLY_KC=$($BIN/python tests/cluster/launcher.py user ci-apply --dir "$DIR")
 "$KUBECTL" -n sample-project create rolebinding ci-plan --role workspace-reconciler-plan --user ci-plan \
