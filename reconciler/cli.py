@@ -73,6 +73,14 @@ class ReconcileGroup(click.Group):
 
 
 _OUTPUT = click.Choice(["text", "json", "markdown"])
+_REPO_OPTION = click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The config repository (holds project.yaml).",
+)
 
 
 @click.group(
@@ -81,14 +89,7 @@ _OUTPUT = click.Choice(["text", "json", "markdown"])
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="reconcile")
-@click.option(
-    "--repo",
-    "repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The config repository (holds project.yaml).",
-)
+@_REPO_OPTION
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing (needs read rights only).")
 @click.option("--output", "output", type=_OUTPUT, default="text", show_default=True)
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when none.")
@@ -278,14 +279,6 @@ def status(ctx: click.Context, repo: Path | None, output: str, kubeconfig: str |
     return EXIT_OK
 
 
-_REPO_OPTION = click.option(
-    "--repo",
-    "repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="The config repository (holds project.yaml).",
-)
 
 
 @main.command()
