@@ -325,3 +325,39 @@ contexts: [{name: down, context: {cluster: down, user: u}}]
     assert r.code == 1, str(r)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "connection refused" in lines[0], str(r)
+
+
+def test_a_workspace_no_node_can_hold_is_reported_not_ready_with_the_reason(repo: Repo, admin: Admin,
+                                                                            kc: Path) -> None:
+    repo.write("blocks/compute/gpu-x8.yaml", {
+        "apiVersion": "workspaces/v1", "kind": "ComputeResource", "metadata": {"name": "gpu-x8"},
+        "spec": {"cpu": "8", "memory": "64Gi", "gpu": 8}})
+    repo.edit("project.yaml", lambda d: d["spec"].pop("quota", None))
+    repo.add_workspace("gia-ng-vscode", "gia-ng", compute="gpu-x8")
+    p = plan(repo, kc)
+    assert any("gia-ng-vscode" in w and "gpu" in w.lower() for w in p.get("warnings", [])), p.get("warnings")
+
+    r = reconcile("--repo", str(repo), "--timeout", "8", "--output", "json", kubeconfig=kc)
+    assert r.code == 1, str(r)
+    line = next(line for line in r.stderr.splitlines() if line.startswith("error: gia-ng-vscode"))
+    assert "not ready" in line and "Unschedulable" in line and "nvidia.com/gpu" in line, line
+    result = workspace(r.json, "gia-ng-vscode")
+    assert result["ready"] is False and "Unschedulable" in result["reason"]
+    assert workspace(r.json, VSCODE)["ready"] is True
+
+
+def test_status_lists_ready_stopped_missing_and_orphaned_workspaces(repo: Repo, admin: Admin, kc: Path) -> None:
+    repo.add_workspace("old-one-vscode", "old-one")
+    repo.edit(f"workspaces/{JUPYTER}.yaml", lambda d: d["spec"].update(state="stopped"))
+    apply(repo, kc)
+    repo.remove("workspaces/old-one-vscode.yaml")
+    repo.add_workspace("new-one-vscode", "new-one")
+    r = reconcile("status", "--repo", str(repo), "--output", "json", kubeconfig=kc)
+    assert r.code == 0, str(r)
+    text = r.stdout
+    states = {row["name"]: row["state"] for row in r.json["workspaces"]}
+    assert states == {VSCODE: "ready", JUPYTER: "stopped", "old-one-vscode": "orphaned",
+                      "new-one-vscode": "missing"}, text
+    human = strip_ansi(reconcile("status", "--repo", str(repo), kubeconfig=kc).stdout)
+    assert f"https://sample-project-{VSCODE}.runai.aisingapore.net" in human
+    assert f"kubectl -n {repo.namespace} exec deploy/{VSCODE} -- cat" in human
