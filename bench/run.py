@@ -405,6 +405,21 @@ def settle(api: Api, audit: Audit, ns: str, pods: int, timeout: float = 300) -> 
     audit.quiet()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (from /proc/<pid>/stat)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 # --- running the commands --------------------------------------------------------------------------
 
 @dataclass
@@ -415,6 +430,7 @@ class Ran:
     rc: int
     seconds: float
     maxrss_mb: float
+    cpu_s: float
     stdout: str
     stderr: str
 
@@ -449,7 +465,7 @@ def run(argv: list[str], *, cwd: Path, timeout: float = COMMAND_TIMEOUT) -> Ran:
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Ran(argv, p.returncode, seconds, usage.ru_maxrss / 1024.0,
+        return Ran(argv, p.returncode, seconds, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime,
                    out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
@@ -498,6 +514,8 @@ class SizeResult:
     counts: dict[str, list[int]] = field(default_factory=dict)
     verbs: dict[str, Counter[str]] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    """Per command: CPU seconds of the client, of kube-apiserver + etcd, of controller-manager + scheduler."""
     notes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -534,8 +552,11 @@ class SizeResult:
 class Bench:
     """One control plane, every size, every run."""
 
-    def __init__(self, cfg: Config, work: Path, kubeconfig: Path, audit_log: Path, kubectl: Path) -> None:
+    def __init__(self, cfg: Config, work: Path, kubeconfig: Path, audit_log: Path, kubectl: Path,
+                 pids: dict[str, int]) -> None:
         self.cfg = cfg
+        self.server_pids = [pids[k] for k in ("kube-apiserver", "etcd") if k in pids]
+        self.controller_pids = [pids[k] for k in ("kube-controller-manager", "kube-scheduler") if k in pids]
         self.work = work
         self.kc = kubeconfig
         self.api = Api(kubeconfig)
@@ -546,21 +567,26 @@ class Bench:
         self.profiles: dict[str, Path] = {}
 
     # -- helpers
+    def timed(self, res: SizeResult, key: str, argv: list[str], agent: str | None) -> tuple[Ran, Counter[str]]:
+        """Run one measured command: wall time, its requests in the audit log, CPU on both sides."""
+        start = self.audit.offset()
+        server0, ctl0 = cpu_seconds(self.server_pids), cpu_seconds(self.controller_pids)
+        r = run(argv, cwd=self.work)
+        server, ctl = cpu_seconds(self.server_pids) - server0, cpu_seconds(self.controller_pids) - ctl0
+        res.cpu.setdefault(key, []).append((r.cpu_s, server, ctl))
+        return r, (self.audit.verbs(start, agent) if agent else Counter())
+
     def reconciler(self, res: SizeResult, key: str, *args: str, kube: bool = True) -> tuple[Ran, Counter[str]]:
         argv = reconcile_argv(*args, *(["--kubeconfig", str(self.kc)] if kube else []))
-        start = self.audit.offset()
-        r = run(argv, cwd=self.work)
-        verbs = self.audit.verbs(start, UA_RECONCILER) if kube else Counter()
+        r, verbs = self.timed(res, key, argv, UA_RECONCILER if kube else None)
         res.rss(key, r.maxrss_mb)
         if "Traceback" in r.stderr:
             res.note(f"`{key}`: the reconciler printed a traceback: {r.tail(300)}")
         return r, verbs
 
-    def kubectl_run(self, *args: str) -> tuple[Ran, Counter[str]]:
+    def kubectl_run(self, res: SizeResult, key: str, *args: str) -> tuple[Ran, Counter[str]]:
         argv = [str(self.kubectl), "--kubeconfig", str(self.kc), "--cache-dir", str(self.kubectl_cache), *args]
-        start = self.audit.offset()
-        r = run(argv, cwd=self.work)
-        return r, self.audit.verbs(start, UA_KUBECTL)
+        return self.timed(res, key, argv, UA_KUBECTL)
 
     def measure(self, res: SizeResult, what: str, fn: Callable[[], None]) -> bool:
         try:
@@ -723,7 +749,8 @@ class Bench:
         n = repo.n
 
         def apply_create() -> None:
-            r, verbs = self.kubectl_run("apply", "--server-side", "-n", ns, "-R", "-f", str(render_dir))
+            r, verbs = self.kubectl_run(res, "kubectl_apply_create_s", "apply", "--server-side", "-n", ns,
+                                        "-R", "-f", str(render_dir))
             if r.rc != 0:
                 raise BenchError(f"kubectl apply --server-side exited {r.rc}: {r.tail()}")
             res.time("kubectl_apply_create_s", r.seconds)
@@ -733,8 +760,8 @@ class Bench:
 
         def diff_noop() -> None:
             # The same field manager as the apply above (kubectl diff defaults to another one).
-            r, verbs = self.kubectl_run("diff", "--server-side", "--field-manager=kubectl", "-n", ns,
-                                        "-R", "-f", str(render_dir))
+            r, verbs = self.kubectl_run(res, "kubectl_diff_noop_s", "diff", "--server-side",
+                                        "--field-manager=kubectl", "-n", ns, "-R", "-f", str(render_dir))
             if r.rc not in (0, 1):
                 raise BenchError(f"kubectl diff --server-side exited {r.rc}: {r.tail()}")
             if r.rc == 1:
@@ -1059,7 +1086,26 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
         md += [f"(No plot: {plot_error}.)", ""]
     else:
         md += ["![time against workspaces](scaling.png)", ""]
-    md += ["## Requests by verb (one run at the largest size)", "", "| command | requests by verb |", "|---|---|"]
+    md += ["## Where the wall time goes (largest size, medians)", "",
+           "CPU seconds used during each command by the command itself and by the control plane (from "
+           f"`wait4()` and `/proc/<pid>/stat`). This machine has {m['nproc']} cores: when the apiserver and "
+           "etcd use about that many CPU-seconds per wall second, the command waits on the server, not on "
+           "itself.", "",
+           "| command | wall s | client CPU s | kube-apiserver + etcd CPU s | controller-manager + scheduler CPU s |",
+           "|---|---:|---:|---:|---:|"]
+    for key, label in (("validate_s", "reconcile validate"), ("render_s", "reconcile render"),
+                       ("plan_empty_s", "reconcile --dry-run, empty namespace"),
+                       ("apply_create_s", "reconcile --no-wait, creating"),
+                       ("kubectl_apply_create_s", "kubectl apply --server-side, creating"),
+                       ("plan_noop_s", "reconcile --dry-run, no-op"),
+                       ("kubectl_diff_noop_s", "kubectl diff --server-side, no-op"),
+                       ("apply_noop_s", "reconcile --no-wait, no-op"),
+                       ("plan_one_change_s", "reconcile --dry-run, 1% changed")):
+        samples = main.cpu.get(key)
+        if samples:
+            med = [statistics.median(x[i] for x in samples) for i in range(3)]
+            md.append(f"| {label} | {fmt(main.median(key), ' s')} | {med[0]:.2f} | {med[1]:.2f} | {med[2]:.2f} |")
+    md += ["", "## Requests by verb (one run at the largest size)", "", "| command | requests by verb |", "|---|---|"]
     for key, label in (("plan_empty", "reconcile --dry-run, empty namespace"),
                        ("apply_create", "reconcile --no-wait, creating"),
                        ("plan_noop", "reconcile --dry-run, no-op"), ("apply_noop", "reconcile --no-wait, no-op"),
@@ -1118,15 +1164,32 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
 
 # --- main ------------------------------------------------------------------------------------------
 
+SERVICE_CIDR = "10.0.0.0/16"
+"""The launcher's /24 holds ~250 ClusterIPs; a run needs one per workspace and tool (2N)."""
+
+
 @contextmanager
 def control_plane(d: Path) -> Iterator[Any]:
     import launcher
-    log("starting etcd, kube-apiserver, controller-manager and scheduler (audit log on, no nodes)")
+    spawn = launcher._spawn
+
+    def wide_service_range(name: str, argv: list[str], logdir: Path, attached: bool) -> Any:
+        # tests/cluster/launcher.py is not ours to change and has no option for the range: widen it here.
+        if name == "kube-apiserver":
+            argv = [f"--service-cluster-ip-range={SERVICE_CIDR}" if a.startswith("--service-cluster-ip-range=")
+                    else a for a in argv]
+        return spawn(name, argv, logdir, attached)
+
+    launcher._spawn = wide_service_range
+    log("starting etcd, kube-apiserver, controller-manager and scheduler (audit log on, no nodes, "
+        f"service range {SERVICE_CIDR})")
     try:
         c = launcher.start(d, audit=True, attached=True, fake_nodes=0)
     except BaseException:
         launcher.stop(d)
         raise
+    finally:
+        launcher._spawn = spawn
     try:
         yield c
     finally:
@@ -1153,7 +1216,7 @@ def main() -> int:
         import launcher
         kubectl = launcher.binary_dir() / "kubectl"
         with control_plane(work / "cluster") as c:
-            bench = Bench(cfg, work, c.kubeconfig, c.audit_log, kubectl)
+            bench = Bench(cfg, work, c.kubeconfig, c.audit_log, kubectl, c.pids)
             results = bench.results
             try:
                 for n in cfg.sizes:
