@@ -94,6 +94,9 @@ class Cluster:
         self._pool = self._api.rest_client.pool_manager
         self._timeout = urllib3.Timeout(connect=5, read=self.opts.request_timeout)
         self.requests = 0
+        # Set once a request found the API server unreachable after all its retries: every later
+        # call fails at once, so a run whose apiserver died ends in seconds, not retries x objects.
+        self._unreachable: str | None = None
 
     # --- transport ---------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -122,14 +125,16 @@ class Cluster:
         delay = 0.5
         for attempt in range(self.opts.retries + 1):
             last = attempt == self.opts.retries
+            if self._unreachable is not None:
+                raise ClusterError(f"{what}: {self._unreachable}")
             self.requests += 1
             try:
                 r = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
                 raw = r.data
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 if last:
-                    raise ClusterError(f"{what}: cannot reach the API server at {self._host}: "
-                                       f"{_short(e)}") from None
+                    self._unreachable = f"cannot reach the API server at {self._host}: {_short(e)}"
+                    raise ClusterError(f"{what}: {self._unreachable}") from None
                 time.sleep(delay)
                 delay *= 2
                 continue
@@ -216,7 +221,9 @@ class Cluster:
                 raise
 
     def apply(self, plan: Plan) -> dict[str, WorkspaceResult]:
-        """Write every change of the plan (unchanged objects are never written); per-object errors are kept."""
+        """Write every change of the plan (unchanged objects are never written); per-object errors are kept.
+
+        An API server that cannot be reached stops the whole apply with one ClusterError."""
         results = {w.name: WorkspaceResult(ready=None, reason="", errors=[]) for w in plan.workspaces}
         jobs: list[tuple[str, Callable[[], object]]] = []
         for w in plan.workspaces:
@@ -247,6 +254,8 @@ class Cluster:
             for name, err in pool.map(run, jobs):
                 if err:
                     results[name].errors.append(err)
+        if self._unreachable is not None:  # one reason, not one line per workspace
+            raise ClusterError(f"apply stopped: {self._unreachable} (the next run writes what is missing)")
         return results
 
     # --- lock --------------------------------------------------------------------------------
