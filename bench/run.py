@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,58 +333,94 @@ def delete_namespaces(api: Api, namespaces: list[str], timeout: float = 600) -> 
 
 # --- the audit log ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class LogPos:
+    """A point in the audit log: the file (by inode, the log rotates) and an offset in it."""
+
+    inode: int
+    offset: int
+
+
 class Audit:
-    """Counts requests in the apiserver's audit log between two points, by User-Agent."""
+    """Counts requests in the apiserver's audit log between two points, by User-Agent.
+
+    The apiserver rotates its audit log at 100 MB even with --audit-log-maxsize=0 (lumberjack's
+    default): `audit.log` is renamed to `audit-<time>.log` and started again. A position is therefore
+    an inode and an offset, and reading from it continues through the rotated files.
+    """
 
     def __init__(self, path: Path, api: Api) -> None:
         self.path = path
         self.api = api
 
-    def offset(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
+    def pos(self) -> LogPos:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return LogPos(0, 0)
+        return LogPos(st.st_ino, st.st_size)
+
+    def _files(self) -> list[Path]:
+        """The rotated logs, oldest first, then the current one."""
+        rotated = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"),
+                         key=lambda p: p.stat().st_mtime)
+        return [*rotated, self.path]
+
+    def read_since(self, start: LogPos) -> Iterator[bytes]:
+        """Every line written after `start`, across rotations."""
+        files = self._files()
+        inodes = []
+        for p in files:
+            try:
+                inodes.append(p.stat().st_ino)
+            except FileNotFoundError:
+                inodes.append(-1)
+        first = inodes.index(start.inode) if start.inode in inodes else len(files) - 1
+        for i in range(first, len(files)):
+            try:
+                with open(files[i], "rb") as f:
+                    if i == first and inodes[i] == start.inode:
+                        f.seek(start.offset)
+                    yield from f
+            except FileNotFoundError:
+                continue
 
     def flush(self) -> None:
         """Wait until everything the apiserver handled so far is in the log (a marker request's event)."""
         marker = f"bench-marker-{uuid.uuid4().hex[:12]}"
-        start = self.offset()
+        start = self.pos()
         self.api.request("GET", f"/api/v1/namespaces/{marker}")
         deadline = time.monotonic() + 15
         needle = marker.encode()
         while time.monotonic() < deadline:
-            with open(self.path, "rb") as f:
-                f.seek(start)
-                if needle in f.read():
-                    return
+            if any(needle in line for line in self.read_since(start)):
+                return
             time.sleep(0.05)
         log("warning: the audit marker did not appear within 15s; counts may be short")
 
-    def verbs(self, start: int, agent: str) -> Counter[str]:
+    def verbs(self, start: LogPos, agent: str) -> Counter[str]:
         """Verbs of the admin's completed requests since `start` whose User-Agent starts with `agent`."""
         self.flush()
         out: Counter[str] = Counter()
         needle = f'"userAgent":"{agent}'.encode()
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            for line in f:
-                if needle not in line:
-                    continue
-                ev = json.loads(line)
-                if (ev.get("stage") == "ResponseComplete" and ev.get("user", {}).get("username") == "admin"
-                        and ev.get("userAgent", "").startswith(agent)):
-                    out[ev.get("verb", "?")] += 1
+        for line in self.read_since(start):
+            if needle not in line:
+                continue
+            ev = json.loads(line)
+            if (ev.get("stage") == "ResponseComplete" and ev.get("user", {}).get("username") == "admin"
+                    and ev.get("userAgent", "").startswith(agent)):
+                out[ev.get("verb", "?")] += 1
         return out
 
     def quiet(self, max_rate: float = 20.0, timeout: float = 90.0) -> None:
         """Wait until the controllers and scheduler have (mostly) stopped writing to the apiserver."""
         start = time.monotonic()
         calm = 0
-        last = self.offset()
+        last = self.pos()
         while time.monotonic() < start + timeout:
             time.sleep(0.5)
-            now = self.offset()
-            with open(self.path, "rb") as f:
-                f.seek(last)
-                events = f.read(now - last).count(b"\n")
+            now = self.pos()
+            events = sum(1 for _ in self.read_since(last))
             last = now
             calm = calm + 1 if events <= max_rate * 0.5 else 0
             if calm >= 3:
@@ -569,7 +605,7 @@ class Bench:
     # -- helpers
     def timed(self, res: SizeResult, key: str, argv: list[str], agent: str | None) -> tuple[Ran, Counter[str]]:
         """Run one measured command: wall time, its requests in the audit log, CPU on both sides."""
-        start = self.audit.offset()
+        start = self.audit.pos()
         server0, ctl0 = cpu_seconds(self.server_pids), cpu_seconds(self.controller_pids)
         r = run(argv, cwd=self.work)
         server, ctl = cpu_seconds(self.server_pids) - server0, cpu_seconds(self.controller_pids) - ctl0
@@ -659,17 +695,16 @@ class Bench:
         self.measure(res, "validate", validate)
         rendered = self.measure(res, "render", render)
 
-        try:
-            # Alternate which tool goes first, so neither always meets a colder or busier apiserver.
-            blocks = [lambda: self.reconciler_block(res, repo, ns_r),
-                      lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None]
-            for block in (blocks if i % 2 else blocks[::-1]):
-                block()
-        finally:
-            log(f"  deleting namespaces {ns_r}, {ns_k}")
-            delete_namespaces(self.api, [ns_r, ns_k])
-            shutil.rmtree(render_dir, ignore_errors=True)
-            self.audit.quiet()
+        # Alternate which tool goes first, so neither always meets a colder or busier apiserver.
+        blocks = [lambda: self.reconciler_block(res, repo, ns_r),
+                  lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None]
+        for block in (blocks if i % 2 else blocks[::-1]):
+            block()
+        # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait for namespaces.
+        log(f"  deleting namespaces {ns_r}, {ns_k}")
+        delete_namespaces(self.api, [ns_r, ns_k])
+        shutil.rmtree(render_dir, ignore_errors=True)
+        self.audit.quiet()
 
     def reconciler_block(self, res: SizeResult, repo: GeneratedRepo, ns: str) -> None:
         n = repo.n
@@ -803,7 +838,8 @@ class Bench:
                 raise BenchError(f"profiled plan exited {r.rc}: {r.tail()}")
             self.profiles["plan (no-op)"] = plan_prof
         finally:
-            delete_namespaces(self.api, [ns])
+            repo.set_namespace(self.run_namespaces(n, 1)[0])
+        # The namespace stays: the control plane is stopped right after this.
 
 
 # --- results ---------------------------------------------------------------------------------------
@@ -894,7 +930,13 @@ def machine() -> dict[str, str]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    return {"nproc": str(os.cpu_count()), "memory": mem, "cpu": cpu,
+    others = 0
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        with suppress(OSError):
+            others += stat.read_text().strip() == "kube-apiserver"
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"nproc": str(os.cpu_count()), "memory": mem, "cpu": cpu, "load": load,
+            "apiservers": str(others),
             "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
             "python": platform.python_version(), "go": first(["go", "version"])}
 
@@ -1023,7 +1065,7 @@ def profile_markdown(name: str, prof: Path) -> list[str]:
 
 def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str, Any],
                   profiles: dict[str, Path], plot_error: str | None, started: dt.datetime,
-                  elapsed: float) -> None:
+                  elapsed: float, load_start: str) -> None:
     s = summary
     n = cfg.workspaces
     m = machine()
@@ -1041,7 +1083,10 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
         f"Generated by `bench/run.py`; do not edit by hand.", "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, {m['os']}; Python {m['python']}; "
         f"{m['go']}; kube-apiserver, kubectl v1.34.4 and etcd v3.6.16 built from their Go modules "
-        "(`tests/cluster/`), all on this machine (loopback, audit log on, blocking).", "",
+        "(`tests/cluster/`), all on this machine (loopback, audit log on, blocking). "
+        f"Load average (1/5/15 min) at the start: {load_start}, at the end: {m['load']}; other "
+        f"kube-apiserver processes running at the end: {m['apiservers']} (a shared machine: other work "
+        "adds noise, which the medians only partly absorb).", "",
         f"Each number is the median of {cfg.runs} runs, each in fresh namespaces; requests are counted from "
         "the apiserver's audit log (stage ResponseComplete, user admin, by User-Agent). "
         f"Workspaces at the largest size: {n} ({s['objects']} objects: a Deployment, Service and Ingress each).",
@@ -1205,6 +1250,7 @@ def main() -> int:
     cfg = Config.from_env()
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
+    load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     log(f"sizes {cfg.sizes}, {cfg.runs} runs each; reported size {cfg.workspaces}")
     if cfg.runs < 3:
         log("warning: BENCH_RUNS < 3: the medians are not the ones DESIGN.md asks for")
@@ -1246,7 +1292,7 @@ def main() -> int:
     plot_error = plot(results, BENCH / "scaling.png")
     if plot_error:
         log(f"warning: no plot: {plot_error}")
-    write_results(cfg, results, summary, profiles, plot_error, started, time.monotonic() - t0)
+    write_results(cfg, results, summary, profiles, plot_error, started, time.monotonic() - t0, load_start)
     log(f"wrote {BENCH / 'RESULTS.md'}" + ("" if plot_error else f" and {BENCH / 'scaling.png'}"))
     for name, verdict, measured in targets(summary):
         log(f"target {verdict:4s} {name}: {measured}")
