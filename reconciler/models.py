@@ -45,6 +45,12 @@ _IMAGE_RE = re.compile(r"^[^\s]+$")
 _ENV_NAME_RE = re.compile(ENV_NAME)
 
 
+def quote(value: object, limit: int = 60) -> str:
+    """A value as it appears in an error message: repr'd, and cut so a huge value gives a short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _string(value: object) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("string_type", "Input should be a valid string")
@@ -58,7 +64,7 @@ def _dns1035_label(value: object) -> str:
             "dns1035_label",
             "{value} is not a valid name: use a DNS-1035 label (lower-case letters, digits and '-', "
             "starting with a letter, not ending with '-', at most 63 characters)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -70,7 +76,7 @@ def _dns1123_label(value: object) -> str:
             "dns1123_label",
             "{value} is not a valid DNS-1123 label (lower-case letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -82,7 +88,7 @@ def _dns1123_subdomain(value: object) -> str:
             "dns1123_subdomain",
             "{value} is not a valid DNS-1123 name (lower-case letters, digits, '-' and '.', "
             "labels of at most 63 characters, at most 253 in all)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -93,7 +99,7 @@ def _login(value: object) -> str:
         raise PydanticCustomError(
             "login",
             "{value} is not a valid login (letters, digits and '-', at most 39)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -104,7 +110,7 @@ def _owner(value: object) -> str:
         raise PydanticCustomError(
             "owner",
             "{value} is not a valid owner: use the lower-case login (letters, digits and '-', at most 39)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -115,7 +121,7 @@ def _absolute_path(value: object) -> str:
         raise PydanticCustomError(
             "absolute_path",
             "{value} is not a plain absolute path (starts with '/', no '..', spaces or shell characters)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -133,7 +139,7 @@ def _log_pattern(value: object) -> str:
         raise PydanticCustomError(
             "log_pattern",
             "{value} is not a usable log pattern (non-empty, no quotes, backslashes, '$' or backticks)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -144,7 +150,7 @@ def _env_name(value: object) -> str:
         raise PydanticCustomError(
             "env_name",
             "{value} is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
-            {"value": repr(text)},
+            {"value": quote(text)},
         )
     return text
 
@@ -152,7 +158,7 @@ def _env_name(value: object) -> str:
 def _image(value: object) -> str:
     text = _string(value)
     if len(text) > 1024 or not _IMAGE_RE.fullmatch(text):
-        raise PydanticCustomError("image", "{value} is not a valid image reference", {"value": repr(text)})
+        raise PydanticCustomError("image", "{value} is not a valid image reference", {"value": quote(text)})
     return text
 
 
@@ -164,19 +170,19 @@ def _quantity(value: object) -> str:
         )
     text = value if isinstance(value, str) else (repr(value) if math.isfinite(value) else "")
     if text.startswith("-") and _QUANTITY_RE.fullmatch(text[1:]):
-        raise PydanticCustomError("quantity_negative", "{value} must not be negative", {"value": repr(text)})
+        raise PydanticCustomError("quantity_negative", "{value} must not be negative", {"value": quote(text)})
     if not _QUANTITY_RE.fullmatch(text):
         raise PydanticCustomError(
             "quantity",
             '{value} is not a valid Kubernetes quantity (e.g. "4", "500m", "16Gi", "512Mi")',
-            {"value": repr(str(value))},
+            {"value": quote(str(value))},
         )
     try:
         too_large = parse_quantity(text) > MAX_QUANTITY
     except ValueError:
         too_large = True
     if too_large:
-        raise PydanticCustomError("quantity_too_large", "{value} is too large", {"value": repr(text)})
+        raise PydanticCustomError("quantity_too_large", "{value} is too large", {"value": quote(text)})
     return text
 
 

@@ -28,6 +28,7 @@ from reconciler.models import (
     Workspace,
     format_quantity,
     parse_quantity,
+    quote,
 )
 
 KIND_FOLDERS: dict[str, str] = {
@@ -200,12 +201,12 @@ class _RepoReader:
         wrong = False
         if "apiVersion" in data and data["apiVersion"] != API_VERSION:
             wrong = True
-            got = _short(data["apiVersion"])
+            got = quote(data["apiVersion"])
             self.errors.append(doc.error(("apiVersion",), f"apiVersion must be {API_VERSION!r} (got {got})"))
         if "kind" in data and data["kind"] != kind:
             wrong = True
             self.errors.append(
-                doc.error(("kind",), f"kind must be {kind!r} for a file {where} (got {_short(data['kind'])})")
+                doc.error(("kind",), f"kind must be {kind!r} for a file {where} (got {quote(data['kind'])})")
             )
         if wrong:
             return None  # the rest would be judged against the wrong model: noise
@@ -338,11 +339,6 @@ def _typed(models: dict[str, FileKind], cls: type[_T]) -> dict[str, _T]:
     return {name: model for name, model in models.items() if isinstance(model, cls)}
 
 
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _printable(text: str) -> str:
     """`text` safe for a `path:line:col: message` line: no line breaks, colons or unencodable characters."""
     if text.isprintable() and ":" not in text:
@@ -386,7 +382,7 @@ def describe_error(error: ErrorDetails, model: type[BaseModel]) -> str:
     # Never echo an env value: it may be a credential.
     is_env_value = len(loc) >= 3 and loc[:2] == ("spec", "env")
     if (kind.endswith("_type") or kind in ("literal_error", "enum")) and not is_env_value:
-        message += f" (got {_short(error['input'])})"
+        message += f" (got {quote(error['input'])})"
     return f"{where}: {message}"
 
 
