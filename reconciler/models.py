@@ -404,6 +404,8 @@ _SUFFIXES: dict[str, Decimal] = {
     "Ti": Decimal(2**40),
     "Pi": Decimal(2**50),
     "Ei": Decimal(2**60),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
     "m": Decimal("0.001"),
     "": Decimal(1),
     "k": Decimal(10**3),

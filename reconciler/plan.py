@@ -36,6 +36,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Literal
 
+from reconciler import models
 from reconciler.errors import PlanRefused
 from reconciler.render import (
     ANNOTATION_COMMIT,
@@ -233,28 +234,6 @@ class StatusRow:
 # Normalisation
 
 
-_QUANTITY = re.compile(
-    r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$"
-)
-_SUFFIX: dict[str, Fraction] = {
-    "Ki": Fraction(2**10),
-    "Mi": Fraction(2**20),
-    "Gi": Fraction(2**30),
-    "Ti": Fraction(2**40),
-    "Pi": Fraction(2**50),
-    "Ei": Fraction(2**60),
-    "n": Fraction(1, 10**9),
-    "u": Fraction(1, 10**6),
-    "m": Fraction(1, 10**3),
-    "k": Fraction(10**3),
-    "M": Fraction(10**6),
-    "G": Fraction(10**9),
-    "T": Fraction(10**12),
-    "P": Fraction(10**15),
-    "E": Fraction(10**18),
-}
-
-
 @lru_cache(maxsize=8192)
 def parse_quantity(value: str | int | float) -> Fraction | None:
     """A Kubernetes quantity as an exact number (``"1000m"`` -> 1, ``"16Gi"`` -> 2**34); None if invalid."""
@@ -264,13 +243,10 @@ def parse_quantity(value: str | int | float) -> Fraction | None:
         return Fraction(value)
     if isinstance(value, float):
         return Fraction(str(value))
-    m = _QUANTITY.match(value.strip())
-    if m is None:
+    try:
+        return Fraction(models.parse_quantity(value.strip()))
+    except ValueError:
         return None
-    number = Fraction(m.group(1))
-    if m.group(2) is not None:
-        return number * Fraction(10) ** int(m.group(2))
-    return number * _SUFFIX[m.group(3)] if m.group(3) else number
 
 
 def _scalar_equal(desired: Any, live: Any, quantity: bool) -> bool:
