@@ -315,13 +315,10 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
     elif output_format == "github":
         for error in errors:
             click.echo(github_error_command(error))
-        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary_file:
-            with open(summary_file, "a", encoding="utf-8") as handle:
-                handle.write(validation_markdown(errors))
     else:
         for error in errors:
             click.echo(str(error))
+    write_step_summary(validation_markdown(errors))  # GitHub annotates 10 per step: the summary has all
     if errors:
         files = len({e.path for e in errors})
         click.echo(f"error: {_count(len(errors), 'validation error')} in {_count(files, 'file')}", err=True)
