@@ -17,8 +17,10 @@ import datetime as dt
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -50,17 +52,48 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def launch(*args: str, kubeconfig: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+class Launched:
+    """A reconcile run in the background; its output goes to files, so a large plan never blocks on a full pipe."""
+
+    def __init__(self, args: tuple[str, ...], kubeconfig: Path, env: dict[str, str] | None) -> None:
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish()
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "reconciler", *args, "--kubeconfig", str(kubeconfig)],
+                                     stdout=self._out, stderr=self._err, env=run_env(env), cwd=ROOT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def finish(self, timeout: float = 180) -> tuple[int, str, str]:
+        """Wait for it; its exit code, stdout and stderr (never a traceback)."""
+        code = self.proc.wait(timeout=timeout)
+        texts = []
+        for f in (self._out, self._err):
+            f.seek(0)
+            texts.append(f.read().decode(errors="replace"))
+            f.close()
+        out, err = texts
+        assert "Traceback" not in out + err, f"exit {code}\n--- stdout\n{out}\n--- stderr\n{err}"
+        return code, out, err
+
+
+def launch(*args: str, kubeconfig: Path, env: dict[str, str] | None = None) -> Launched:
     """Start `python -m reconciler ARGS --kubeconfig K` in the background (to be killed or waited for)."""
-    return subprocess.Popen([sys.executable, "-m", "reconciler", *args, "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env(env), cwd=ROOT)
+    return Launched(args, kubeconfig, env)
 
 
-def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str, str]:
+def finish(run: Launched, timeout: float = 180) -> tuple[int, str, str]:
     """Wait for a launched run; its exit code, stdout and stderr (never a traceback)."""
-    out, err = proc.communicate(timeout=timeout)
-    assert "Traceback" not in out + err, f"exit {proc.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
-    return proc.returncode, out, err
+    return run.finish(timeout)
 
 
 def changes(plan: dict[str, Any]) -> int:

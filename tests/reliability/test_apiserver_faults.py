@@ -27,7 +27,7 @@ from tests.conftest import ControlPlane, admin_client, launcher
 from tests.e2e.helpers import Admin, Repo, reconcile
 from tests.reliability.apiserver import Apiserver
 from tests.reliability.conftest import record
-from tests.reliability.fleet import Fleet, finish, launch, run_env
+from tests.reliability.fleet import Fleet, Launched, finish, launch, run_env
 from tests.reliability.proxy import FaultProxy
 
 pytestmark = pytest.mark.cluster
@@ -70,13 +70,13 @@ def private_admin(private_plane: launcher.Cluster, apiserver: Apiserver,
     client.CoreV1Api(admin_client(private_plane.kubeconfig)).delete_namespace(name)
 
 
-def _wait_for_lease(admin: Admin, proc: object, timeout: float = 30) -> bool:
+def _wait_for_lease(admin: Admin, proc: Launched, timeout: float = 30) -> bool:
     """Until the run holds the Lease (it is about to write); False if it ended first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if admin.coord.list_namespaced_lease(admin.ns).items:
             return True
-        if proc.poll() is not None:  # type: ignore[attr-defined]
+        if proc.poll() is not None:
             return False
         time.sleep(0.02)
     raise AssertionError("the run never took the Lease")

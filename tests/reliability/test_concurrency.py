@@ -109,7 +109,7 @@ def concurrency_trials(control_plane: ControlPlane, admin: Admin, tmp: Path, see
            lease_holders=len(lease.holders()), overlapping_writers=0)
 
 
-def test_two_applies_started_together_take_turns_and_a_third_that_cannot_wait_names_the_holder(
+def test_two_applies_started_together_take_turns_and_one_that_cannot_wait_names_the_holder(
         control_plane: ControlPlane, admin: Admin, tmp_path: Path, seed: int) -> None:
     concurrency_trials(control_plane, admin, tmp_path, seed, size=30, together=3, impatient=2,
                        name="concurrent applies (fast)")

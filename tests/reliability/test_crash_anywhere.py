@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -68,20 +67,24 @@ def crash_trials(control_plane: ControlPlane, admin: Admin, tmp: Path, seed: int
             proc = launch(*fleet.apply_args(), kubeconfig=fleet.kubeconfig)
             time.sleep(delay)
             finished_first = proc.poll() is not None
-            if not finished_first:
-                proc.send_signal(signal.SIGKILL)
-            proc.wait()
             if finished_first:
                 phase = "finished before the kill"
-                assert proc.returncode == 0, f"{context}: {proc.communicate()}"
+                code, out, err = proc.finish()
+                assert code == 0, f"{context}: {err}"
             else:
+                proc.kill()
                 left = changes(fleet.plan())
                 holder = lease.current()
-                held = holder is not None and f"(pid {proc.pid})" in holder.holder
-                phase = ("killed before taking the Lease" if not held else
-                         "killed holding the Lease, before any write" if left == planned else
-                         "killed holding the Lease, after every write" if left == 0 else
-                         "killed holding the Lease, mid-write")
+                if holder is not None and f"(pid {proc.pid})" in holder.holder:
+                    phase = ("killed holding the Lease, before any write" if left == planned else
+                             "killed holding the Lease, after every write" if left == 0 else
+                             "killed holding the Lease, mid-write")
+                elif left == 0:
+                    phase = "killed after releasing the Lease"  # writing its report
+                else:
+                    assert left == planned, f"{context}: {planned - left} of {planned} changes were written " \
+                                            "by a run that held no Lease"
+                    phase = "killed before taking the Lease"
             phases[phase] += 1
             code, out, err = fleet.apply()
             assert code == 0, f"{context} ({', '.join(what)}; {phase}): the rerun failed\n{err}"
