@@ -988,6 +988,10 @@ def plot(results: dict[int, SizeResult], path: Path) -> str | None:
             pts = [(n, results[n].median(key)) for n in sizes if results[n].median(key) is not None]
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label, color=color)
+            if len(pts) > 1 and color == "C0":  # what linear growth from the smallest size would look like
+                n0, t0 = pts[0]
+                ax.plot([p[0] for p in pts], [t0 * p[0] / n0 for p in pts], ":", color="grey",
+                        label="linear from the smallest size")
         ax.set_title(title)
         ax.set_xlabel("workspaces (3 objects each)")
         ax.set_ylabel("seconds (median)")
@@ -1213,6 +1217,10 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            "does not compete with that load. kubectl keeps its discovery cache in the work directory "
            "(warm after its first command, as on a user's machine).",
            "- Peak RSS is `ru_maxrss` from `wait4()` of each reconciler process (kubectl's never counts).",
+           f"- The control plane is `tests/cluster/launcher.py`'s, with one change made from the outside: the "
+           f"apiserver's `--service-cluster-ip-range` is {SERVICE_CIDR} instead of the launcher's /24, which "
+           "holds about 250 ClusterIPs (a run needs one per workspace and tool). The audit log rotates at "
+           "100 MB; the counts follow it across rotations.",
            "- Growth: the ratio of the median times at the largest and the smallest size; 'about linear' "
            f"means at most {TARGET_GROWTH_SLACK}x the ratio of the workspace counts (fixed costs such as "
            "imports make it sublinear).", ""]
