@@ -1,4 +1,4 @@
-"""Kill the kube-apiserver of a private control plane, and start it again with the very same command line.
+"""Kill (or freeze) the kube-apiserver of a private control plane, and start it again with the same command line.
 
 The command line is read from /proc/<pid>/cmdline just before the kill, so the restarted
 apiserver listens on the same port with the same certificates and etcd; its pid replaces the old
@@ -36,6 +36,14 @@ class Apiserver:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)  # our child: reap it, or it stays a zombie
         return killed
+
+    def freeze(self) -> float:
+        """SIGSTOP it: connections are accepted by the kernel but never answered (a hung apiserver)."""
+        os.kill(self.pid, signal.SIGSTOP)
+        return time.monotonic()
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     def alive(self) -> bool:
         try:

@@ -143,6 +143,44 @@ def test_soak_an_apiserver_killed_at_random_moments_of_large_applies(
                           name="apiserver killed mid-apply (soak)")
 
 
+@pytest.mark.soak
+def test_soak_a_hung_apiserver_ends_the_run_in_one_line_within_the_request_timeout(
+        private_plane: launcher.Cluster, apiserver: Apiserver, private_admin: Admin, tmp_path: Path,
+        seed: int) -> None:
+    """SIGSTOP instead of SIGKILL: nothing answers, so each request ends by its own timeout (30s), not --timeout."""
+    rng = random.Random(seed)
+    fleet = Fleet(tmp_path, private_admin, private_plane.kubeconfig, 200, rng)
+    bound = ClusterOptions().request_timeout + 15
+    took_by_phase: dict[str, float] = {}
+    try:
+        for trial, when in enumerate(("while writing", "while reading")):
+            context = f"seed {seed} trial {trial}"
+            if trial:
+                fleet.mutate("compute")
+            proc = launch(*fleet.apply_args("--timeout", str(RUN_TIMEOUT)), kubeconfig=private_plane.kubeconfig)
+            if when == "while writing":
+                assert _wait_for_lease(private_admin, proc), f"{context}: the run ended before it took the Lease"
+                time.sleep(0.2)
+            else:
+                time.sleep(0.1)
+            assert proc.poll() is None, context
+            frozen = apiserver.freeze()
+            code, out, err = finish(proc, timeout=bound + 60)
+            took = time.monotonic() - frozen
+            apiserver.thaw()
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert code == 1 and len(lines) == 1 and "cannot reach the API server" in lines[0], f"{context}: {err}"
+            assert took <= bound, f"{context}: the run went on for {took:.1f}s after the apiserver hung"
+            took_by_phase[when] = round(took, 1)
+            code, out, err = fleet.apply()
+            assert code == 0, f"{context}: the run after the thaw failed\n{err}"
+            fleet.assert_converged(f"{context} (apiserver hung {when})")
+    finally:
+        apiserver.thaw()
+    record("apiserver hung mid-apply (soak)", seed=seed, workspaces=200, hangs=2, exit_after_hang_s=took_by_phase,
+           bound_s=bound, run_timeout_s=RUN_TIMEOUT)
+
+
 # --- error answers: what is retried and what is not ---------------------------------------------
 
 VSCODE = "jane-doe-vscode"
