@@ -7,6 +7,7 @@ Results go to stdout, diagnostics to stderr.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -27,6 +28,7 @@ from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text, status_json, status_markdown, status_text
 from reconciler.validate import load_repo
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: ~10x faster for thousands of files
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
@@ -44,6 +46,9 @@ class ReconcileGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        # A short-lived command builds many small dicts (LIST pages, rendered objects) that are
+        # all alive until it ends: the cycle collector only walks them (0.4 s of a 1,000-workspace plan).
+        gc.set_threshold(200_000, 50, 100)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -343,7 +348,8 @@ def render_command(repo: Path, output_dir: Path) -> int:
     for workspace in desired:
         for obj in workspace.objects:
             path = output_dir / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-            path.write_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False), encoding="utf-8")
+            text = yaml.dump(obj, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
+            path.write_text(text, encoding="utf-8")
             click.echo(str(path))
             count += 1
     workspaces = _count(len(desired), "workspace")
