@@ -77,9 +77,11 @@ def _near_valid_workspace(draw: st.DrawFn) -> bytes:
     doc: dict[str, Any] = {"apiVersion": "workspaces/v1", "kind": "Workspace",
                            "metadata": {"name": draw(st.sampled_from(["alice-code", *HOSTILE_VALUES]))},
                            "spec": spec}
-    for _ in range(draw(st.integers(0, 2))):
-        where = draw(st.sampled_from([doc, spec, doc["metadata"]]))
-        where[draw(_keys)] = draw(_trees)
+    for _ in range(draw(st.integers(0, 2))):  # stray keys at any level (a level may have become a scalar)
+        where = draw(st.sampled_from(["top", "metadata", "spec"]))
+        target = doc if where == "top" else doc.get(where)
+        if isinstance(target, dict):
+            target[draw(_keys)] = draw(_trees)
     return yaml.safe_dump(doc, allow_unicode=True).encode()
 
 
