@@ -26,6 +26,18 @@ WORKDIR_PLACEHOLDER = "{workdir}"
 INIT_RESOURCES = {"cpu": "100m", "memory": "64Mi"}
 """requests = limits of the container that creates the working directory."""
 GPU_RESOURCE = "nvidia.com/gpu"
+INGRESS_ANNOTATIONS = {
+    # ingress-nginx cuts request bodies at 1 MiB (a notebook upload) and idle WebSockets at 60 s (the
+    # IDE's connection); controllers that have no such limits (Traefik) ignore these keys.
+    "nginx.ingress.kubernetes.io/proxy-body-size": "0",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+}
+MKDIR_SCRIPT = (
+    'mkdir -p "$1" || { echo "cannot create $1 as UID $(id -u): the platform team must make'
+    ' $(dirname "$1") writable by group $(id -g) (or by all, with the sticky bit)" >&2; exit 1; }'
+)
+"""The init container's command: a missing folder is created, and a volume it cannot write says who fixes it."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +225,9 @@ def _deployment(
             {
                 "name": INIT_CONTAINER_NAME,
                 "image": spec.image,
-                "command": ["mkdir", "-p", directory],
+                "command": ["sh", "-c", MKDIR_SCRIPT, INIT_CONTAINER_NAME, directory],
+                # The message reaches the pod's status, so `reconcile status` can say why it waits.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": dict(INIT_RESOURCES), "limits": dict(INIT_RESOURCES)},
                 "volumeMounts": [dict(m) for m in mounts],
                 "securityContext": _container_security(),
@@ -274,7 +288,7 @@ def _ingress(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": _metadata(project, workspace.name, labels, annotations),
+        "metadata": _metadata(project, workspace.name, labels, {**annotations, **INGRESS_ANNOTATIONS}),
         "spec": {
             "rules": [
                 {

@@ -227,7 +227,7 @@ def test_python_dash_m_reconciler_is_the_same_command() -> None:
         cwd=ROOT,
         timeout=60,
     )
-    assert (run.returncode, run.stderr) == (0, "ok: 2 workspaces, 5 blocks\n")
+    assert (run.returncode, run.stderr) == (0, "ok: 2 workspaces, 6 blocks\n")
     usage = subprocess.run(
         [sys.executable, "-m", "reconciler", "validate", "--format", "nope"],
         capture_output=True,

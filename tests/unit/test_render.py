@@ -17,6 +17,7 @@ from reconciler.models import Repo
 from reconciler.render import (
     ANNOTATION_COMMIT,
     ANNOTATION_SOURCE,
+    INGRESS_ANNOTATIONS,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -96,9 +97,11 @@ def test_every_object_and_pod_template_carries_the_labels_but_only_objects_carry
     objects = _objects(_by_name(repo)["alice-code"])
     for obj in objects.values():
         assert obj["metadata"]["labels"] == labels
+        extra = INGRESS_ANNOTATIONS if obj["kind"] == "Ingress" else {}
         assert obj["metadata"]["annotations"] == {
             ANNOTATION_SOURCE: "workspaces/alice-code.yaml",
             ANNOTATION_COMMIT: COMMIT,
+            **extra,
         }
     template = objects["Deployment"]["spec"]["template"]["metadata"]
     assert template == {"labels": labels}
@@ -109,7 +112,8 @@ def test_outside_a_git_checkout_there_is_no_commit_annotation(base_repo: Path) -
     assert repo.commit is None
     for workspace in render(repo):
         for obj in workspace.objects:
-            assert obj["metadata"]["annotations"] == {ANNOTATION_SOURCE: workspace.source}
+            extra = INGRESS_ANNOTATIONS if obj["kind"] == "Ingress" else {}
+            assert obj["metadata"]["annotations"] == {ANNOTATION_SOURCE: workspace.source, **extra}
 
 
 def test_a_stopped_workspace_has_zero_replicas_and_keeps_its_service_and_ingress(
@@ -140,13 +144,40 @@ def test_the_working_directory_is_the_owners_folder_on_the_first_data_source(rep
     pod = _objects(_by_name(repo)["alice-code"])["Deployment"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["workingDir"] == "/team-pvc/workspaces/alice"
     (init,) = pod["initContainers"]
-    assert init["command"] == ["mkdir", "-p", "/team-pvc/workspaces/alice"]
+    assert init["command"][:2] == ["sh", "-c"] and init["command"][-1] == "/team-pvc/workspaces/alice"
     assert init["volumeMounts"] == pod["containers"][0]["volumeMounts"]
     assert init["securityContext"] == pod["containers"][0]["securityContext"]
     assert init["resources"]["requests"] == init["resources"]["limits"]
     assert pod["volumes"] == [
         {"name": "team-pvc", "persistentVolumeClaim": {"claimName": "team-pvc", "readOnly": False}}
     ]
+
+
+def test_the_init_container_creates_the_folder_or_says_who_must_make_the_volume_writable(
+    repo: Repo, tmp_path: Path
+) -> None:
+    """A real hostPath volume is owned by root: the pod (UID 1000) gets a message, not a bare EACCES."""
+    import subprocess
+
+    (init,) = _objects(_by_name(repo)["alice-code"])["Deployment"]["spec"]["template"]["spec"]["initContainers"]
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    volume = tmp_path / "workspaces"
+    volume.mkdir()
+    argv = [*init["command"][:-1], str(volume / "alice")]
+    assert subprocess.run(argv, capture_output=True).returncode == 0
+    assert (volume / "alice").is_dir()
+    if os.geteuid() == 0:  # as root the permission check would pass: drop to the pod's UID
+        volume.chmod(0o755)
+        denied = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *argv[:-1],
+                                 str(volume / "bob")], capture_output=True, text=True)
+        assert denied.returncode == 1
+        assert f"the platform team must make {volume} writable by group 1000" in denied.stderr
+
+
+def test_the_ingress_lifts_ingress_nginx_upload_and_websocket_limits(repo: Repo) -> None:
+    annotations = _objects(_by_name(repo)["alice-code"])["Ingress"]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
 
 
 def test_without_a_data_source_there_is_no_working_directory_init_container_or_volume(repo: Repo) -> None:
