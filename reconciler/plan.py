@@ -14,10 +14,11 @@ Diff paths are dotted, with list items named by their merge key:
 
 Masking: an ``env`` (or any name/value) item whose name contains TOKEN, PASSWORD, SECRET or KEY
 has its ``value`` shown as ``"***"``; so has ``--flag=value`` in ``args``/``command`` when the
-flag's name contains one of those words. A masked change is still reported: its
-``FieldDiff.masked`` is true (JSON: ``"masked": true``), and when only such a value changed both
-sides read ``"***"``. ``ObjectChange.desired``/``live`` stay unmasked (apply sends ``desired``
-as is); reports never print them, and ``redacted_desired``/``redacted_live`` give masked copies.
+flag's name contains one of those words, and the argument after such a bare ``--flag``. A
+masked change is still reported: its ``FieldDiff.masked`` is true (JSON: ``"masked": true``),
+and when only such a value changed both sides read ``"***"``. ``ObjectChange.desired``/``live``
+stay unmasked (apply sends ``desired`` as is); reports never print them, and
+``redacted_desired``/``redacted_live`` give masked copies.
 
 Blast radius: a block counts as changed when every existing workspace using it has diffs under
 the fields it controls (compute: container resources; environment: image, args, command, env,
@@ -53,6 +54,8 @@ _SENSITIVE = re.compile("TOKEN|PASSWORD|SECRET|KEY", re.IGNORECASE)
 _SENSITIVE_ARG = re.compile(
     r"^(-{1,2}[^=]*(?:token|password|secret|key)[^=]*=).+$", re.IGNORECASE | re.DOTALL
 )
+# A bare flag (`--token`) whose value is the next argument.
+_SENSITIVE_FLAG = re.compile(r"^-{1,2}[^=]*(?:token|password|secret|key)[^=]*$", re.IGNORECASE | re.DOTALL)
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 # The order in which a workspace's objects are deleted: entry point first, data path last.
@@ -288,7 +291,7 @@ def _mask_arg(arg: Any) -> Any:
 
 
 def mask(value: Any, key: str = "") -> Any:
-    """``value`` with secret-looking env values and ``--token=...`` args replaced by ``"***"``.
+    """``value`` with secret-looking env values and ``--token=x`` / ``--token x`` args replaced by ``"***"``.
 
     Returns the very same object when there is nothing to mask (no copy).
     """
@@ -308,7 +311,11 @@ def mask(value: Any, key: str = "") -> Any:
         args = key in ("args", "command")
         out: list[Any] | None = None
         for i, v in enumerate(value):
-            m = _mask_arg(v) if args else mask(v)
+            if args:
+                after_flag = i > 0 and isinstance(value[i - 1], str) and _SENSITIVE_FLAG.match(value[i - 1])
+                m = (MASK if v is not None else v) if after_flag else _mask_arg(v)
+            else:
+                m = mask(v)
             if m is not v:
                 if out is None:
                     out = list(value)

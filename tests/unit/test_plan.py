@@ -845,7 +845,7 @@ def test_secret_looking_flags_in_args_are_masked() -> None:
         "--NotebookApp.token=***",
         "--port=8888",
         "--password",
-        "x",
+        "***",
     ]
     value = {"name": "PLAIN", "value": "v"}
     assert mask(value) is value

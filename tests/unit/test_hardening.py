@@ -1,0 +1,50 @@
+"""Issue #11 (hardening): the smaller holes, each proven by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reconciler.plan import MASK, Action, LiveState, ObjectId, PlanOptions, compute_plan, mask
+from reconciler.render import render
+from reconciler.report import plan_json, plan_markdown, plan_text
+from reconciler.validate import load_repo
+
+# ---------------------------------------------------------------------------------------------
+# 8. A two-token sensitive flag: `--token abc123`
+
+
+def test_the_value_after_a_bare_sensitive_flag_is_masked_like_the_equals_form() -> None:
+    args = ["--port", "8080", "--token", "abc123", "--ServerApp.password", "hunter2", "--verbose"]
+    assert mask(args, "args") == ["--port", "8080", "--token", MASK, "--ServerApp.password", MASK, "--verbose"]
+    assert mask(["--token=abc123"], "command") == [f"--token={MASK}"]
+    assert mask(["--api-key", "k"], "command") == ["--api-key", MASK]
+
+
+def test_a_sensitive_flag_at_the_end_of_args_and_harmless_args_are_left_as_they_are() -> None:
+    args = ["--port", "8080", "--token"]
+    assert mask(args, "args") is args
+    env = [{"name": "MODE", "value": "--token"}]
+    assert mask(env, "env") is env
+
+
+def _set_token_arg(repo: Path, token: str) -> None:
+    path = repo / "blocks" / "environments" / "vscode.yaml"
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("  args:")]
+    path.write_text("\n".join([*lines, f'  args: ["--auth", "password", "--token", "{token}"]']) + "\n")
+
+
+def test_a_two_token_flag_in_an_environment_never_reaches_the_plan_in_any_format(base_repo: Path) -> None:
+    _set_token_arg(base_repo, "old-s3cr3t-value")
+    before = render(load_repo(base_repo))
+    _set_token_arg(base_repo, "abc123-n3w-s3cr3t")
+    repo = load_repo(base_repo)
+    namespace = repo.project.namespace
+    live = LiveState({ObjectId(o["kind"], namespace, o["metadata"]["name"]): o for w in before for o in w.objects},
+                     {}, [])
+    plan = compute_plan(render(repo), live, repo.project.metadata.name, namespace, PlanOptions())
+    assert [w.action for w in plan.workspaces if w.name == "alice-code"] == [Action.UPDATE]
+    outputs = [plan_text(plan, color=False), json.dumps(plan_json(plan)), plan_markdown(plan, dry_run=True)]
+    for output in outputs:
+        assert "abc123-n3w-s3cr3t" not in output and "old-s3cr3t-value" not in output
+        assert MASK in output, output
