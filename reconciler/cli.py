@@ -137,9 +137,40 @@ def main(ctx: click.Context, /, **options: Any) -> int:
     Without a subcommand: compute the plan and apply it (or only show it with --dry-run).
     """
     if ctx.invoked_subcommand is not None:
-        ctx.obj = options
+        _pass_options_down(ctx, options)
         return EXIT_OK
     return _reconcile(RunOptions(**options))
+
+
+def _pass_options_down(ctx: click.Context, options: dict[str, Any]) -> None:
+    """Options given before a subcommand become its defaults, or a usage error when it has no such option.
+
+    Click would otherwise parse them as the plan/apply verb's and drop them silently
+    (`reconcile --repo X validate` validated "."). The same option after the subcommand wins.
+    """
+    name = ctx.invoked_subcommand or ""
+    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    assert command is not None
+    given = [p for p in ctx.command.params
+             if p.name in options and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+    takes = {p.name for p in command.params}
+    stray = [p for p in given if p.name not in takes]
+    if stray:
+        flags = ", ".join(_flag(p, options[p.name]) for p in stray)
+        what = "it is an option" if len(stray) == 1 else "they are options"
+        raise click.UsageError(
+            f"{flags} {'does' if len(stray) == 1 else 'do'} not apply to `reconcile {name}`: "
+            f"{what} of the plan/apply command (`reconcile` without a subcommand)",
+            ctx,
+        )
+    ctx.default_map = {name: {p.name: options[p.name] for p in given if p.name is not None}}
+
+
+def _flag(param: click.Parameter, value: Any) -> str:
+    """How the user spelled an option: `--no-wait` for a false `--wait/--no-wait`."""
+    if isinstance(param, click.Option) and param.secondary_opts and value is False:
+        return param.secondary_opts[0]
+    return param.opts[0]
 
 
 @dataclass
@@ -250,30 +281,16 @@ def _progress(total: int) -> Callable[[list[str], list[str]], None]:
 
 
 @main.command()
-@click.option(
-    "--repo",
-    "repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The config repository (holds project.yaml).",
-)
+@_REPO_OPTION
 @click.option("--output", "output", type=_OUTPUT, default="text", show_default=True)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
 @click.option("--context", "kube_context", default=None)
-@click.pass_context
-def status(ctx: click.Context, repo: Path | None, output: str, kubeconfig: str | None, kube_context: str | None) -> int:
+def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | None) -> int:
     """Live state of every workspace: ready, not ready, stopped, missing or orphaned; URL and hint."""
     from reconciler.cluster import Cluster, ClusterOptions
 
-    parent = ctx.obj or {}
-    repo_dir = repo or parent.get("repo") or Path(".")
-    loaded = load_repo(repo_dir)
-    cluster = Cluster(
-        loaded.project.namespace,
-        ClusterOptions(
-            kubeconfig=kubeconfig or parent.get("kubeconfig"), context=kube_context or parent.get("kube_context")
-        ),
-    )
+    loaded = load_repo(repo)
+    cluster = Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     rows = cluster.status(loaded.project.metadata.name, render(loaded))
     if output == "json":
         click.echo(json.dumps(status_json(rows), indent=2))

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner, Result
+
+from reconciler.cli import main
 from reconciler.plan import MASK, Action, LiveState, ObjectId, PlanOptions, compute_plan, mask
 from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text
@@ -48,3 +52,50 @@ def test_a_two_token_flag_in_an_environment_never_reaches_the_plan_in_any_format
     for output in outputs:
         assert "abc123-n3w-s3cr3t" not in output and "old-s3cr3t-value" not in output
         assert MASK in output, output
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Options before a subcommand either apply or are a usage error
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_repo_before_validate_validates_that_repo(base_repo: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "." holds no project.yaml
+    result = _cli("--repo", str(base_repo), "validate")
+    assert result.exit_code == 0 and result.stderr.startswith("ok: 2 workspaces, "), result.output
+
+
+def test_repo_before_render_renders_that_repo(base_repo: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _cli("--repo", str(base_repo), "render", "--output-dir", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "deployment-alice-code.yaml").is_file()
+
+
+def test_an_option_after_the_subcommand_wins_over_the_same_option_before_it(base_repo: Path, tmp_path: Path) -> None:
+    result = _cli("--repo", str(tmp_path / "nowhere"), "validate", "--repo", str(base_repo))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--dry-run", "validate"], "--dry-run"),
+        (["--adopt", "status"], "--adopt"),
+        (["--allow-mass-delete", "render", "--output-dir", "x"], "--allow-mass-delete"),
+        (["--output", "json", "validate"], "--output"),
+        (["--comment", "--detailed-exitcode", "schema", "--output-dir", "x"], "--comment"),
+        (["--no-wait", "status"], "--no-wait"),
+    ],
+)
+def test_an_option_before_a_subcommand_that_does_not_take_it_is_a_usage_error(args: list[str], option: str) -> None:
+    result = _cli(*args)
+    assert result.exit_code == 64, result.output
+    assert option in result.stderr, result.stderr
