@@ -1,4 +1,4 @@
-"""A plan, an apply's results and a status as text (rich), JSON (the DESIGN.md shape) and Markdown.
+"""A plan, an apply's results and a status as text (rich), JSON (the shape in docs/CLI.md#json-output) and Markdown.
 
 Pure: renders what ``plan.py`` computed and never computes anything itself. Every value shown
 comes from a ``FieldDiff`` (already masked) or from the plan's own fields, so no secret can
@@ -168,7 +168,7 @@ def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[st
 
 
 def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
-    """The DESIGN.md section 4 JSON object (plus project, warnings, blast radius and apply results)."""
+    """The plan/apply JSON object of docs/CLI.md#json-output (plus project, warnings, blast radius and apply results)."""
     out: dict[str, Any] = {
         "summary": plan.summary(),
         "workspaces": [_workspace_json(w, (results or {}).get(w.name)) for w in plan.workspaces],
