@@ -1,4 +1,4 @@
-"""The reconcile user stories, end to end against the real kube-apiserver (DESIGN.md sections 1 and 4)."""
+"""The reconcile user stories, end to end against the real kube-apiserver (README user stories, docs/CLI.md)."""
 
 from __future__ import annotations
 
