@@ -1,5 +1,5 @@
 """The pull-request loop end to end: the workflows' own steps, run locally, against the fake GitHub
-API and the real control plane (DESIGN.md section 5, README user stories 1, 2 and 4).
+API and the real control plane (docs/PR-FLOW.md, README user stories 1, 2 and 4).
 
 Each test builds a real Git repository (the "GitHub" side: main, PR branches and the
 ``refs/pull/N/merge`` commits GitHub would make), then runs ``.github/workflows/plan.yml`` and
