@@ -168,7 +168,7 @@ def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[st
 
 
 def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
-    """The plan/apply JSON object of docs/CLI.md#json-output (plus project, warnings, blast radius and apply results)."""
+    """The plan/apply JSON of docs/CLI.md#json-output (plus project, warnings, blast radius and apply results)."""
     out: dict[str, Any] = {
         "summary": plan.summary(),
         "workspaces": [_workspace_json(w, (results or {}).get(w.name)) for w in plan.workspaces],
