@@ -1,4 +1,4 @@
-"""The performance benchmark (DESIGN.md section 7): the reconciler against kubectl on the same objects.
+"""The performance benchmark (docs/TESTING.md#benchmark): the reconciler against kubectl on the same objects.
 
     make bench                                   # 100 and 1000 workspaces, 3 runs each
     BENCH_WORKSPACES=300 make bench              # 100 and 300
@@ -16,7 +16,7 @@ change to a compute block that 1% of the workspaces use. API requests are counte
 apiserver's audit log (by User-Agent), peak RSS from wait4() of each reconciler process.
 
 It writes bench/RESULTS.md and bench/scaling.png; progress goes to stderr, and the LAST line of
-stdout is one JSON object with the numbers of the largest size (DESIGN.md section 7 names its keys).
+stdout is one JSON object with the numbers of the largest size (docs/TESTING.md#benchmark names its keys).
 """
 
 from __future__ import annotations
@@ -1321,7 +1321,7 @@ def main() -> int:
     load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     log(f"sizes {cfg.sizes}, {cfg.runs} runs each; reported size {cfg.workspaces}")
     if cfg.runs < 3:
-        log("warning: BENCH_RUNS < 3: the medians are not the ones DESIGN.md asks for")
+        log("warning: BENCH_RUNS < 3: the medians are not the ones docs/TESTING.md#benchmark asks for")
     work = Path(tempfile.mkdtemp(prefix="workspace-gitops-bench-"))
     errors: list[str] = []
     results: dict[int, SizeResult] = {}
