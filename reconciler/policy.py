@@ -18,8 +18,8 @@ Logins compare case-insensitively. A new file that does not parse or lacks ``spe
 to validation, which rejects it anyway; an old file whose owner cannot be read is an error for a
 non-admin (its ownership is unknown, so only an admin may touch it).
 
-YAML is read with ``yaml.compose`` (nodes only: anchors are never expanded, so a YAML bomb costs
-nothing) and files over 1 MiB are not read at all.
+Files are read with the loader's parser (no anchors or aliases, at most 32 levels deep, no
+recursion), so a hostile file costs no more than validating it; files over 1 MiB are not read.
 
 Trust note: the check runs with the code of the PR's checkout; a PR that edits ``reconciler/``
 could disable it, which is why CODEOWNERS (and branch protection requiring code-owner review)
@@ -36,16 +36,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
-import yaml
 
-from reconciler.errors import ConfigError, ReconcileError
+from reconciler.errors import ConfigError, ReconcileError, ValidationFailed
+from reconciler.loader import MAX_BYTES, Document, parse_document
 
 WORKSPACE_DIR = "workspaces"
 WORKSPACE_SUFFIXES = (".yaml", ".yml")
 PROJECT_FILE = "project.yaml"
 PROTECTED_DIRS = ("blocks/", "reconciler/", ".github/", "deploy/")
 PROTECTED_FILES = ("project.yaml", "pyproject.toml")
-MAX_FILE_BYTES = 1024 * 1024
+MAX_FILE_BYTES = MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -243,48 +243,31 @@ def _blob(commit: Any, path: str) -> Any | None:
         return None
 
 
-def _read(blob: Any) -> str | None:
+def _document(blob: Any, path: str) -> Document | None:
+    """The blob parsed by the loader (its size, depth, alias and tag limits), or None when it does not parse."""
     if blob is None or blob.size > MAX_FILE_BYTES:
         return None
     try:
-        text: str = blob.data_stream.read().decode("utf-8")
-    except (UnicodeDecodeError, ValueError):
+        return parse_document(blob.data_stream.read(), path)
+    except ValidationFailed:
         return None
-    return text
-
-
-def _compose(text: str | None) -> yaml.Node | None:
-    if text is None:
-        return None
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-
-
-def _get(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if isinstance(k, yaml.ScalarNode) and k.value == key:
-            return v  # type: ignore[no-any-return]
-    return None
 
 
 def _owner_of(blob: Any) -> _Owner | None:
-    node = _get(_get(_compose(_read(blob)), "spec"), "owner")
-    if not isinstance(node, yaml.ScalarNode) or not isinstance(node.value, str) or not node.value.strip():
+    doc = _document(blob, blob.path if blob is not None else "")
+    spec = doc.data.get("spec") if doc is not None else None
+    owner = spec.get("owner") if isinstance(spec, dict) else None
+    if doc is None or not isinstance(owner, str) or not owner.strip():
         return None
-    return _Owner(node.value.strip(), node.start_mark.line + 1, node.start_mark.column + 1)
+    line, col = doc.position(("spec", "owner"))
+    return _Owner(owner.strip(), line, col)
 
 
 def _admins(base: Any, prefix: PurePosixPath) -> list[str]:
     path = PROJECT_FILE if str(prefix) == "." else (prefix / PROJECT_FILE).as_posix()
-    node = _get(_get(_compose(_read(_blob(base, path))), "spec"), "admins")
-    if not isinstance(node, yaml.SequenceNode):
+    doc = _document(_blob(base, path), path)
+    spec = doc.data.get("spec") if doc is not None else None
+    admins = spec.get("admins") if isinstance(spec, dict) else None
+    if not isinstance(admins, list):
         return []
-    return [
-        item.value.strip()
-        for item in node.value
-        if isinstance(item, yaml.ScalarNode) and isinstance(item.value, str) and item.value.strip()
-    ]
+    return [item.strip() for item in admins if isinstance(item, str) and item.strip()]

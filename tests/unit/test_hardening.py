@@ -13,6 +13,8 @@ from reconciler.plan import MASK, Action, LiveState, ObjectId, PlanOptions, comp
 from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text
 from reconciler.validate import load_repo
+from tests.unit.test_policy import Repo as PolicyRepo
+from tests.unit.test_policy import workspace as policy_workspace
 
 # ---------------------------------------------------------------------------------------------
 # 8. A two-token sensitive flag: `--token abc123`
@@ -99,3 +101,30 @@ def test_an_option_before_a_subcommand_that_does_not_take_it_is_a_usage_error(ar
     result = _cli(*args)
     assert result.exit_code == 64, result.output
     assert option in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. `validate --actor` reads files through the loader, with its depth limit
+
+
+def test_a_deeply_nested_workspace_file_in_a_pr_is_reported_with_every_other_error(tmp_path: Path) -> None:
+    repo = PolicyRepo(tmp_path / "config")
+    repo.write("workspaces/alice-deep.yaml", "apiVersion: workspaces/v1\nspec: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    repo.write("workspaces/bob-vscode.yaml", policy_workspace("bob-vscode", "bob", compute="gpu"))
+    repo.commit("alice's PR")
+    result = _cli("validate", "--repo", str(repo.root), "--actor", "alice", "--base", "main")
+    assert result.exit_code == 1, result.output
+    assert "internal error" not in result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("workspaces/alice-deep.yaml:") and "nest" in line for line in lines), lines
+    assert any(line.startswith("workspaces/bob-vscode.yaml:") and "owned by bob" in line for line in lines), lines
+
+
+def test_the_ownership_check_survives_a_deeply_nested_project_file_at_base(tmp_path: Path) -> None:
+    deep = "apiVersion: workspaces/v1\nspec: {admins: " + "[" * 50_000 + "]" * 50_000 + "}\n"
+    repo = PolicyRepo(tmp_path / "config", project=deep)
+    repo.write("workspaces/bob-vscode.yaml", policy_workspace("bob-vscode", "bob", compute="gpu"))
+    repo.commit("alice's PR")
+    assert [e.message for e in repo.check("alice")] == [
+        "alice may not change a workspace owned by bob (ask bob or an admin (project.yaml lists none))"
+    ]

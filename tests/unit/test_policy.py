@@ -75,7 +75,7 @@ def test_alice_changing_bobs_workspace_is_refused_naming_both(repo: Repo) -> Non
     repo.write("workspaces/bob-vscode.yaml", workspace("bob-vscode", "bob", compute="gpu-large"))
     repo.commit("alice edits bob's workspace")
     assert messages(repo.check("alice")) == [
-        "workspaces/bob-vscode.yaml:6:10: alice may not change a workspace owned by bob "
+        "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
         "(ask bob or an admin: carol)"
     ]
 
@@ -97,7 +97,7 @@ def test_alice_adding_a_workspace_owned_by_bob_is_refused(repo: Repo) -> None:
     repo.write("workspaces/bob-jupyter.yml", workspace("bob-jupyter", "bob"))
     repo.commit("alice adds one for bob")
     assert messages(repo.check("alice")) == [
-        "workspaces/bob-jupyter.yml:6:10: alice may not add a workspace owned by bob "
+        "workspaces/bob-jupyter.yml:6:3: alice may not add a workspace owned by bob "
         "(ask bob or an admin: carol)"
     ]
 
@@ -115,7 +115,7 @@ def test_alice_taking_over_bobs_workspace_is_refused_by_its_old_owner(repo: Repo
     repo.write("workspaces/bob-vscode.yaml", workspace("bob-vscode", "alice"))
     repo.commit("alice makes bob's workspace hers")
     assert messages(repo.check("alice")) == [
-        "workspaces/bob-vscode.yaml:6:10: alice may not change a workspace owned by bob "
+        "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
         "(ask bob or an admin: carol)"
     ]
 
@@ -124,7 +124,7 @@ def test_alice_renaming_bobs_workspace_is_refused(repo: Repo) -> None:
     repo.git.git.mv("workspaces/bob-vscode.yaml", "workspaces/alice-vscode.yaml")
     repo.commit("alice renames bob's workspace")
     assert messages(repo.check("alice")) == [
-        "workspaces/alice-vscode.yaml:6:10: alice may not rename a workspace owned by bob "
+        "workspaces/alice-vscode.yaml:6:3: alice may not rename a workspace owned by bob "
         "(ask bob or an admin: carol)"
     ]
 
@@ -142,7 +142,7 @@ def test_bob_may_not_give_his_workspace_to_alice(repo: Repo) -> None:
     repo.write("workspaces/bob-vscode.yaml", workspace("bob-vscode", "alice"))
     repo.commit("bob gives it away")
     assert messages(repo.check("bob")) == [
-        "workspaces/bob-vscode.yaml:6:10: bob may not give a workspace to alice "
+        "workspaces/bob-vscode.yaml:6:3: bob may not give a workspace to alice "
         "(ask alice or an admin: carol)"
     ]
 
@@ -183,7 +183,7 @@ def test_a_pr_cannot_make_its_author_an_admin(repo: Repo) -> None:
     assert messages(repo.check("alice")) == [
         "project.yaml:1:1: alice may not change project.yaml: it belongs to the platform team "
         "(CODEOWNERS also requires their review; ask an admin: carol)",
-        "workspaces/bob-vscode.yaml:6:10: alice may not change a workspace owned by bob "
+        "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
         "(ask bob or an admin: carol)",
     ]
 
@@ -206,7 +206,7 @@ def test_the_owner_at_base_counts_when_main_reassigned_the_file(repo: Repo) -> N
     repo.write("workspaces/bob-vscode.yaml", workspace("bob-vscode", "bob", compute="gpu-large"))
     repo.commit("bob edits what he thinks is his")
     assert messages(repo.check("bob")) == [
-        "workspaces/bob-vscode.yaml:6:10: bob may not change a workspace owned by carol "
+        "workspaces/bob-vscode.yaml:6:3: bob may not change a workspace owned by carol "
         "(ask carol or an admin: carol)"
     ]
 
@@ -223,7 +223,7 @@ def test_without_admins_the_message_says_so(tmp_path: Path) -> None:
     repo.write("workspaces/bob-vscode.yaml", workspace("bob-vscode", "bob", compute="x"))
     repo.commit("alice edits")
     assert messages(repo.check("alice")) == [
-        "workspaces/bob-vscode.yaml:6:10: alice may not change a workspace owned by bob "
+        "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
         "(ask bob or an admin (project.yaml lists none))"
     ]
 
@@ -244,7 +244,7 @@ def test_a_config_repo_in_a_sub_folder_reports_paths_relative_to_it(tmp_path: Pa
     (sub / "workspaces" / "bob-vscode.yaml").write_text(workspace("bob-vscode", "bob", "x"), encoding="utf-8")
     top.git.commit("-q", "-am", "alice edits")
     assert messages(check_ownership(sub, "alice", "main")) == [
-        "workspaces/bob-vscode.yaml:6:10: alice may not change a workspace owned by bob "
+        "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
         "(ask bob or an admin: carol)"
     ]
 
