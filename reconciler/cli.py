@@ -252,13 +252,21 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
         click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
     if o.comment or os.environ.get("GITHUB_STEP_SUMMARY"):
         markdown = markdown or plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
-        write_step_summary(markdown)
+        _summary(markdown)
     if o.comment:
         try:
             url = publish_report(markdown or "", dry_run=o.dry_run)
             click.echo(f"commented: {url}", err=True)
         except GitHubError as e:
             click.echo(f"warning: the report was not posted: {_one_line(str(e))}", err=True)
+
+
+def _summary(markdown: str) -> None:
+    """The job summary is a by-product: a failure to write it is a warning, never the run's result."""
+    try:
+        write_step_summary(markdown)
+    except GitHubError as e:
+        click.echo(f"warning: the job summary was not written: {_one_line(str(e))}", err=True)
 
 
 def _progress(total: int) -> Callable[[list[str], list[str]], None]:
@@ -340,7 +348,7 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
     else:
         for error in errors:
             click.echo(str(error))
-    write_step_summary(validation_markdown(errors))  # GitHub annotates 10 per step: the summary has all
+    _summary(validation_markdown(errors))  # GitHub annotates 10 per step: the summary has all
     if errors:
         files = len({e.path for e in errors})
         click.echo(f"error: {_count(len(errors), 'validation error')} in {_count(files, 'file')}", err=True)

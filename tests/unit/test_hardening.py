@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from reconciler import cluster as cluster_module
 from reconciler.cli import main
-from reconciler.plan import MASK, Action, LiveState, ObjectId, PlanOptions, compute_plan, mask
+from reconciler.plan import MASK, Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan, mask
 from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text
 from reconciler.validate import load_repo
@@ -128,3 +131,49 @@ def test_the_ownership_check_survives_a_deeply_nested_project_file_at_base(tmp_p
     assert [e.message for e in repo.check("alice")] == [
         "alice may not change a workspace owned by bob (ask bob or an admin (project.yaml lists none))"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. GitHub reporting failures are warnings, never a failed run
+
+
+class FakeCluster:
+    """Stands in for reconciler.cluster.Cluster: an empty namespace that accepts every write."""
+
+    def __init__(self, namespace: str, opts: object = None) -> None:
+        self.namespace = namespace
+        self.applied: list[str] = []
+
+    def read_live(self, claims: object = (), **_: object) -> LiveState:
+        return LiveState({}, {c: "Bound" for c in claims}, [8])  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def acquire_lease(self, opts: object) -> Iterator[None]:
+        yield
+
+    def apply(self, plan: Plan) -> dict[str, WorkspaceResult]:
+        self.applied += [w.name for w in plan.workspaces]
+        return {w.name: WorkspaceResult(ready=None) for w in plan.workspaces}
+
+
+@pytest.fixture
+def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_module, "Cluster", FakeCluster)
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], ["--no-wait"]], ids=["plan", "apply"])
+def test_a_job_summary_that_cannot_be_written_is_a_warning_not_a_failed_run(
+    args: list[str], base_repo: Path, tmp_path: Path, fake_cluster: None
+) -> None:
+    summary = tmp_path / "no-such-dir" / "summary.md"
+    result = _cli("--repo", str(base_repo), *args, env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 0, result.output
+    assert "warning: the job summary was not written" in result.stderr
+    assert "Plan: 2 to create" in result.stdout
+
+
+def test_a_validation_job_summary_that_cannot_be_written_is_a_warning(base_repo: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "no-such-dir" / "summary.md"
+    result = _cli("validate", "--repo", str(base_repo), env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert result.exit_code == 0, result.output
+    assert "warning: the job summary was not written" in result.stderr
