@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 any error; 2 success with changes (`--detailed-exitcode`); 64 a usage
 error (click's own usage errors exit 2, which would collide with "changes": they are mapped).
-Results go to stdout, diagnostics to stderr.
+Results go to stdout, diagnostics to stderr. An internal error (a bug) is one line; with
+``RECONCILE_DEBUG=1`` its traceback comes first (CI logs of a bug need it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import gc
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,9 @@ class ReconcileGroup(click.Group):
         except ReconcileError as exc:
             click.echo(f"error: {_one_line(str(exc))}", err=True)
             sys.exit(EXIT_ERROR)
-        except Exception as exc:  # a bug: say so in one line, never with a traceback
+        except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
+            if os.environ.get("RECONCILE_DEBUG", "").strip() not in ("", "0"):
+                click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
             message = f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (please report)"
             click.echo(message, err=True)
             sys.exit(EXIT_ERROR)

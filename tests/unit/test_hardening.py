@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from reconciler import cli
 from reconciler import cluster as cluster_module
 from reconciler.cli import main
 from reconciler.plan import MASK, Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan, mask
@@ -177,3 +178,37 @@ def test_a_validation_job_summary_that_cannot_be_written_is_a_warning(base_repo:
     result = _cli("validate", "--repo", str(base_repo), env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert result.exit_code == 0, result.output
     assert "warning: the job summary was not written" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. RECONCILE_DEBUG=1 shows the traceback of an internal error
+
+
+def _boom(root: Path) -> None:
+    raise KeyError("surprise")
+
+
+def test_reconcile_debug_shows_the_traceback_of_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, base_repo: Path
+) -> None:
+    monkeypatch.setattr(cli, "load_repo", _boom)
+    result = CliRunner().invoke(main, ["validate", "--repo", str(base_repo)], env={"RECONCILE_DEBUG": "1"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Traceback (most recent call last):\n"), result.stderr
+    assert "in _boom" in result.stderr and 'raise KeyError("surprise")' in result.stderr
+    assert result.stderr.endswith("internal error: KeyError: 'surprise' (please report)\n")
+
+
+@pytest.mark.parametrize("value", [None, "", "0"])
+def test_without_reconcile_debug_an_internal_error_is_one_line(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, base_repo: Path
+) -> None:
+    monkeypatch.setattr(cli, "load_repo", _boom)
+    result = CliRunner().invoke(main, ["validate", "--repo", str(base_repo)], env={"RECONCILE_DEBUG": value})
+    assert (result.exit_code, result.stderr) == (1, "internal error: KeyError: 'surprise' (please report)\n")
+
+
+def test_reconcile_debug_leaves_an_expected_error_at_one_line(base_repo: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", "--repo", str(base_repo / "missing")],
+                                env={"RECONCILE_DEBUG": "1"})
+    assert result.exit_code == 1 and "Traceback" not in result.output
