@@ -39,6 +39,7 @@ _CORE = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = (_CORE + t for t in ("str", "null", "bool", "int", "float"))
 _ALLOWED_SCALAR_TAGS = {_STR, _NULL, _BOOL, _INT, _FLOAT}
 _MAX_MESSAGE_VALUE = 60
+TAB_INDENT_MESSAGE = "tabs are not allowed for indentation in YAML; use spaces"
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class _Composer:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+            if mark is not None and self._indented_with_tab(mark.line, mark.column):
+                raise _fail(self.rel, line, col, TAB_INDENT_MESSAGE) from None
             problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
             raise _fail(self.rel, line, col, f"YAML syntax error: {problem}") from None
         except yaml.reader.ReaderError as exc:
@@ -157,6 +160,21 @@ class _Composer:
         if not isinstance(root, dict):  # pragma: no cover - _compose_stream reports it
             raise _fail(self.rel, 1, 1, "the top level must be a mapping")
         return Document(self.rel, root, self.positions)
+
+    def _indented_with_tab(self, line: int, column: int) -> bool:
+        """Whether the parser stopped at a tab that only whitespace precedes on its line.
+
+        libyaml says "found character that cannot start any token" there, which names neither
+        the tab nor the fix.
+        """
+        start = 0
+        for _ in range(line):
+            start = self.text.find("\n", start) + 1
+            if start == 0:
+                return False
+        end = self.text.find("\n", start)
+        text = self.text[start : end if end >= 0 else len(self.text)]
+        return column < len(text) and text[column] == "\t" and not text[:column].strip(" \t")
 
     def _error(self, mark: Any, message: str) -> None:
         self.errors.append(ConfigError(self.rel, mark.line + 1, mark.column + 1, message))

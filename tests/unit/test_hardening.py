@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,8 @@ from click.testing import CliRunner, Result
 from reconciler import cli
 from reconciler import cluster as cluster_module
 from reconciler.cli import main
+from reconciler.errors import ValidationFailed
+from reconciler.loader import parse_document
 from reconciler.plan import MASK, Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan, mask
 from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text
@@ -212,3 +214,38 @@ def test_reconcile_debug_leaves_an_expected_error_at_one_line(base_repo: Path) -
     result = CliRunner().invoke(main, ["validate", "--repo", str(base_repo / "missing")],
                                 env={"RECONCILE_DEBUG": "1"})
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. A tab used for indentation gets a message that says so
+
+
+TAB_MESSAGE = "tabs are not allowed for indentation in YAML; use spaces"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("a:\n\tb: 1\n", (2, 1)),
+        ("\tkey: 1\n", (1, 1)),
+        ("a:\n  b:\n  \tc: 1\n", (3, 3)),
+        ("a:\n - x\n\t- y\n", (3, 1)),
+        ("a: |\n\ttext\n", (2, 1)),
+    ],
+)
+def test_a_tab_used_for_indentation_is_named_as_such(text: str, where: tuple[int, int]) -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        parse_document(text.encode(), "workspaces/x.yaml")
+    assert [str(e) for e in failed.value.errors] == [f"workspaces/x.yaml:{where[0]}:{where[1]}: {TAB_MESSAGE}"]
+
+
+def test_a_tab_after_a_value_is_still_a_plain_syntax_error() -> None:
+    with pytest.raises(ValidationFailed) as failed:
+        parse_document(b"a: b\n  c: [\t\n", "x.yaml")
+    assert TAB_MESSAGE not in str(failed.value.errors[0])
+
+
+def test_validate_names_the_tab_in_a_workspace_file(write: Callable[[str, str], Path], base_repo: Path) -> None:
+    write("workspaces/alice-code.yaml", "apiVersion: workspaces/v1\nkind: Workspace\nmetadata:\n\tname: alice-code\n")
+    result = _cli("validate", "--repo", str(base_repo))
+    assert f"workspaces/alice-code.yaml:4:1: {TAB_MESSAGE}" in result.stdout.splitlines(), result.output

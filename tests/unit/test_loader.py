@@ -101,7 +101,7 @@ def test_a_syntax_error_points_at_the_problem() -> None:
 
 def test_a_tab_indent_is_a_syntax_error_with_its_line() -> None:
     (error,) = _errors("a:\n\tb: 1\n")
-    assert error.startswith("f.yaml:2:1: YAML syntax error: ")
+    assert error == "f.yaml:2:1: tabs are not allowed for indentation in YAML; use spaces"
 
 
 def test_non_utf8_bytes_are_rejected_at_their_line_and_column() -> None:
