@@ -175,7 +175,7 @@ class Cluster:
                 found = self._list(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", f"list PVCs in {ns}")
                 pvcs = {p["metadata"]["name"]: (p.get("status") or {}).get("phase", "Pending") for p in found}
             except ClusterError as e:
-                if "forbidden" not in str(e):
+                if e.status != 403:
                     raise
                 pvcs = None
         node_gpus: list[int] | None = []
@@ -185,7 +185,7 @@ class Cluster:
                 node_gpus = [int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
                              for n in nodes]
             except ClusterError as e:
-                if "forbidden" not in str(e):
+                if e.status != 403:
                     raise
                 node_gpus = None
         return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus)
@@ -217,7 +217,7 @@ class Cluster:
         try:
             self.request("DELETE", self._object_path(oid.kind, oid.name), body=body, what=f"{oid} delete failed")
         except ClusterError as e:
-            if "(404" not in str(e):
+            if e.status != 404:
                 raise
 
     def apply(self, plan: Plan) -> dict[str, WorkspaceResult]:
@@ -367,7 +367,7 @@ class Lease:
             try:
                 cur = c.request("GET", f"{self.path}/{LEASE_NAME}", what=f"Lease/{c.namespace}/{LEASE_NAME}")
             except ClusterError as e:
-                if "(404" not in str(e):
+                if e.status != 404:
                     raise
                 cur = None
             try:
@@ -383,7 +383,7 @@ class Lease:
                                           what=f"Lease/{c.namespace}/{LEASE_NAME} update failed")
                     break
             except ClusterError as e:
-                if "(409" not in str(e):  # somebody else got there first: look again
+                if e.status != 409:  # somebody else got there first: look again
                     raise
             if time.monotonic() >= deadline:
                 raise LockError(f"Lease/{c.namespace}/{LEASE_NAME} is held by {holder!r}; gave up after "
@@ -449,11 +449,21 @@ def _api_client(opts: ClusterOptions) -> client.ApiClient:
 
 
 def _short(e: object) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if "Connection refused" in str(e):
+    """A transport failure in a few words, from the exception types urllib3 wraps (not their text)."""
+    chain: list[BaseException] = []
+    cause: object = e
+    while isinstance(cause, BaseException) and cause not in chain:
+        chain.append(cause)
+        cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
         return "connection refused"
-    if "timed out" in str(e).lower():
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: refused is checked first.
+    if any(isinstance(c, TimeoutError | urllib3.exceptions.ReadTimeoutError) for c in chain) or (
+        any(isinstance(c, urllib3.exceptions.ConnectTimeoutError) for c in chain)
+        and not any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in chain)
+    ):
         return "timed out"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text[:300]
 
 
@@ -464,7 +474,7 @@ def _api_error(status: int, raw: bytes, what: str) -> ClusterError:
         msg = raw[:200].decode(errors="replace")
     reason = {401: "unauthorized (check the kubeconfig's credentials)",
               403: "forbidden", 404: "not found", 409: "conflict", 422: "invalid"}.get(status, "failed")
-    return ClusterError(f"{what}: {reason} ({status}): {msg}".rstrip(": "))
+    return ClusterError(f"{what}: {reason} ({status}): {msg}".rstrip(": "), status)
 
 
 def _now() -> str:

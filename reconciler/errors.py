@@ -34,7 +34,16 @@ class ValidationFailed(ReconcileError):
 
 
 class ClusterError(ReconcileError):
-    """The Kubernetes API failed or refused a request (message starts with the object's identity)."""
+    """The Kubernetes API failed or refused a request (message starts with the object's identity).
+
+    ``status`` is the HTTP status of the API's answer, or None when there was no answer (the API
+    server could not be reached, the kubeconfig could not be loaded). Code decides by ``status``,
+    never by the message's text.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class PlanRefused(ReconcileError):
