@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: venv binaries lint test unit e2e cluster cluster-down demo bench soak clean
+.PHONY: venv system-deps binaries images lint test unit e2e cluster cluster-down demo bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,17 +16,28 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real kube-apiserver, etcd, controller-manager, scheduler and kubectl, built from Go modules
-# and cached under ~/.cache/workspace-gitops (first build: ~15-25 min on 2 cores).
-binaries:
+# Debian packages of the real node, the image builds and the browser (installs only what is missing).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+# The real kube-apiserver, etcd, controller-manager, scheduler, kubectl and kubelet, and the Traefik
+# ingress controller, built from Go modules and cached under ~/.cache/workspace-gitops, keyed by
+# version (first build: ~25-30 min on 2 cores).
+binaries: system-deps
 	bash tests/cluster/build.sh
+	bash tests/cluster/build-traefik.sh
+
+# The workspace images (JupyterLab from PyPI, code-server from npm, a pause image) built offline as
+# OCI tarballs, cached under ~/.cache/workspace-gitops/images, keyed by their recipe.
+images: venv system-deps
+	$(BIN)/python tests/cluster/images/build.py
 
 lint: venv
 	$(BIN)/ruff check reconciler tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: venv binaries lint
+test: venv binaries images lint
 	$(BIN)/pytest -m "not soak"
 
 # The slow reliability trials (crash-anywhere, fault injection); see docs/SAFETY.md.
@@ -42,7 +53,7 @@ cluster: venv binaries
 cluster-down: venv
 	@$(BIN)/python tests/cluster/launcher.py down --dir $(CLUSTER_DIR)
 
-demo: venv binaries
+demo: venv binaries images
 	bash scripts/demo.sh
 
 bench: venv binaries

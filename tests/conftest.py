@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+sys.path.insert(0, str(ROOT / "tests" / "cluster" / "images"))
 
 import launcher  # noqa: E402
 
@@ -75,6 +77,50 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield ControlPlane(kubeconfig=c.kubeconfig, cluster=c)
     finally:
         launcher.stop(d)
+
+
+@dataclass
+class RealPlane(ControlPlane):
+    """A control plane whose node is real (kubelet + containerd) and whose Ingresses a real Traefik serves."""
+
+    ingress: Any = None
+    """tests.e2e.ides.Ingress: where Traefik listens on loopback, and its CA."""
+    kubectl: Path = Path("kubectl")
+
+
+REAL_HOSTS = ("*.runai.aisingapore.net", "*.example.org", "*.localhost", "localhost")
+"""Host names the ingress's certificate covers: the examples' domain and the test repos'."""
+
+
+@pytest.fixture(scope="session")
+def real_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPlane]:
+    """Its own control plane (no fake node) with the real node, the workspace images and Traefik.
+
+    Started once per session, only when a test asks for it; stopped with everything it started.
+    """
+    import ingress
+    from images import build as images
+
+    from tests.e2e.ides import Ingress
+
+    d = tmp_path_factory.mktemp("real-plane")
+    try:
+        tars = images.build()
+        ingress.build()
+        c = launcher.start(d / "cluster", attached=True, fake_nodes=0, real_node=True, images=list(tars.values()))
+    except Exception as e:  # noqa: BLE001 - a missing real node is a failure, never a skip
+        pytest.fail(f"could not start the control plane with a real node: {e}", pytrace=False)
+    served = None
+    try:
+        user = "traefik-ingress"
+        ingress.grant(c.kubeconfig, user)
+        served = ingress.start(d / "ingress", c.user_kubeconfig(user), hosts=REAL_HOSTS, attached=True)
+        yield RealPlane(kubeconfig=c.kubeconfig, cluster=c, ingress=Ingress(served.port, served.ca_cert),
+                        kubectl=launcher.binary_dir() / "kubectl")
+    finally:
+        if served is not None:
+            ingress.stop(served)
+        launcher.stop(d / "cluster")
 
 
 @pytest.fixture

@@ -109,13 +109,21 @@ class Admin:
         self.coord = client.CoordinationV1Api(self.api)
         self.ns = namespace
 
-    def bound_pvc(self, name: str) -> None:
-        """An existing, Bound claim, as the platform team would have made it."""
+    def bound_pvc(self, name: str, host_dir: Path | None = None) -> None:
+        """An existing, Bound claim, as the platform team would have made it.
+
+        With `host_dir` (for pods on the real node) the volume is that host folder, its `workspaces/`
+        writable by every workspace's UID with the sticky bit, as on a team's shared volume.
+        """
         pv = f"pv-{name[:40]}-{uuid.uuid4().hex[:8]}"
+        path = host_dir or Path(f"/tmp/{pv}")
+        if host_dir is not None:
+            (host_dir / "workspaces").mkdir(parents=True, exist_ok=True)
+            (host_dir / "workspaces").chmod(0o1777)
         self.core.create_persistent_volume({
             "metadata": {"name": pv},
             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                     "hostPath": {"path": f"/tmp/{pv}"}, "claimRef": {"namespace": self.ns, "name": name}}})
+                     "hostPath": {"path": str(path)}, "claimRef": {"namespace": self.ns, "name": name}}})
         self.core.create_namespaced_persistent_volume_claim(self.ns, {
             "metadata": {"name": name},
             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
@@ -126,6 +134,26 @@ class Admin:
                 return
             time.sleep(0.2)
         raise AssertionError(f"PVC {name} did not bind")
+
+    def delete_namespace_and_wait(self, timeout: float = 120) -> None:
+        """Delete the namespace and wait until it is gone (its pods have stopped on a real node)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_namespace(self.ns)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.core.read_namespace(self.ns)
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise
+            time.sleep(0.5)
+        raise AssertionError(f"namespace {self.ns} still there after {timeout}s")
 
     def install_roles(self) -> None:
         for f in sorted((ROOT / "deploy" / "rbac").glob("*-role.yaml")):
