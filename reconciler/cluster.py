@@ -94,6 +94,9 @@ class Cluster:
         self._pool = self._api.rest_client.pool_manager
         self._timeout = urllib3.Timeout(connect=5, read=self.opts.request_timeout)
         self.requests = 0
+        # Set while a Lease is held: checked before every attempt of every object write, so nothing
+        # is written once the Lease may belong to another run.
+        self.fence: Callable[[], None] | None = None
         # Set once a request found the API server unreachable after all its retries: every later
         # call fails at once, so a run whose apiserver died ends in seconds, not retries x objects.
         self._unreachable: str | None = None
@@ -110,8 +113,10 @@ class Cluster:
         return headers
 
     def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
-                content_type: str = "application/json", what: str = "") -> Json:
-        """One API call; retries transient failures (429, 5xx, connection errors) with backoff."""
+                content_type: str = "application/json", what: str = "", write: bool = False) -> Json:
+        """One API call; retries transient failures (429, 5xx, connection errors) with backoff.
+
+        `write`: an object write, sent only while the Lease is held (see `fence`)."""
         url = self._host + path + ("?" + urllib.parse.urlencode(query) if query else "")
         headers = self._headers()
         data = None
@@ -127,6 +132,8 @@ class Cluster:
             last = attempt == self.opts.retries
             if self._unreachable is not None:
                 raise ClusterError(f"{what}: {self._unreachable}")
+            if write and self.fence is not None:
+                self.fence()
             self.requests += 1
             try:
                 r = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
@@ -200,14 +207,14 @@ class Cluster:
         oid = ObjectId(obj["kind"], self.namespace, obj["metadata"]["name"])
         return self.request("PATCH", self._object_path(oid.kind, oid.name),
                             query={"fieldManager": FIELD_MANAGER, "force": "true"}, body=obj,
-                            content_type="application/apply-patch+yaml", what=f"{oid} apply failed")
+                            content_type="application/apply-patch+yaml", what=f"{oid} apply failed", write=True)
 
     def replace(self, obj: Json, live: Json) -> Json:
         """PUT the desired object over a live one (adoption), guarded by the live resourceVersion."""
         oid = ObjectId(obj["kind"], self.namespace, obj["metadata"]["name"])
         body = {**obj, "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}
         return self.request("PUT", self._object_path(oid.kind, oid.name), query={"fieldManager": FIELD_MANAGER},
-                            body=body, what=f"{oid} adopt failed")
+                            body=body, what=f"{oid} adopt failed", write=True)
 
     def delete(self, oid: ObjectId, uid: str | None) -> None:
         """Delete one object, only if it is still the one we planned to delete (uid precondition)."""
@@ -215,7 +222,8 @@ class Cluster:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self.request("DELETE", self._object_path(oid.kind, oid.name), body=body, what=f"{oid} delete failed")
+            self.request("DELETE", self._object_path(oid.kind, oid.name), body=body, what=f"{oid} delete failed",
+                         write=True)
         except ClusterError as e:
             if e.status != 404:
                 raise
@@ -243,18 +251,25 @@ class Cluster:
                     ops.append(partial(self.delete, c.id, (c.live or {}).get("metadata", {}).get("uid")))
             jobs.append((w.name, partial(_run_all, ops)))
 
+        fenced: list[LockError] = []
+
         def run(job: tuple[str, Callable[[], object]]) -> tuple[str, str | None]:
             try:
                 job[1]()
                 return job[0], None
             except ClusterError as e:
                 return job[0], str(e)
+            except LockError as e:
+                fenced.append(e)
+                return job[0], None
 
         with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
             for name, err in pool.map(run, jobs):
                 if err:
                     results[name].errors.append(err)
-        if self._unreachable is not None:  # one reason, not one line per workspace
+        if fenced:  # the Lease may be another run's now: one reason, not one line per workspace
+            raise fenced[0]
+        if self._unreachable is not None:
             raise ClusterError(f"apply stopped: {self._unreachable} (the next run writes what is missing)")
         return results
 
@@ -339,15 +354,33 @@ class Cluster:
 
 
 class Lease:
-    """The `workspace-reconciler` coordination.k8s.io/v1 Lease: one writer at a time, renewed while held."""
+    """The `workspace-reconciler` coordination.k8s.io/v1 Lease: one writer at a time, renewed while held.
+
+    Fencing, as client-go's leader election does it: expiry is judged on the local monotonic
+    clock, never by comparing another runner's `renewTime` with ours (so clock skew between
+    runners cannot let two write at once).
+    * Taking: a Lease held by another is taken only after its record (resourceVersion) was seen
+      unchanged for its `leaseDurationSeconds` on our clock.
+    * Holding: every write of the apply first checks `ensure_held()`, which fails once our clock
+      passes the start of our last successful renewal plus the lease duration (another runner
+      may then take it), or once a renewal found the Lease taken or deleted. A renewal answered
+      409 reads the Lease: still ours (a renewal stored whose answer was lost), it carries on
+      from the stored version; another holder's, the Lease is lost.
+    * Releasing: the delete carries the uid and resourceVersion we last wrote, so a stale holder
+      can never delete its successor's Lease.
+    """
 
     def __init__(self, cluster: Cluster, opts: ApplyOptions) -> None:
         self.cluster = cluster
         self.opts = opts
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{cluster.namespace}/leases"
+        self.name = f"Lease/{cluster.namespace}/{LEASE_NAME}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._obj: Json | None = None
+        self._renewed = 0.0  # time.monotonic() when the last successful write of the Lease was sent
+        self._lost: str | None = None
+        self._lock = threading.Lock()
 
     def _body(self, rv: str | None, acquire_time: str | None = None) -> Json:
         now = _now()
@@ -359,60 +392,128 @@ class Lease:
                 "spec": {"holderIdentity": self.opts.holder, "leaseDurationSeconds": self.opts.lease_seconds,
                          "acquireTime": acquire_time or now, "renewTime": now}}
 
+    def _held(self, obj: Json, sent: float) -> None:
+        with self._lock:
+            self._obj, self._renewed = obj, sent
+
     def acquire(self) -> None:
+        """Take the Lease, waiting up to `opts.timeout`; then renew it in the background."""
         c = self.cluster
         deadline = time.monotonic() + self.opts.timeout
         holder = ""
+        observed: tuple[str, float] | None = None  # (resourceVersion, when first seen on our clock)
         while True:
             try:
-                cur = c.request("GET", f"{self.path}/{LEASE_NAME}", what=f"Lease/{c.namespace}/{LEASE_NAME}")
+                cur = c.request("GET", f"{self.path}/{LEASE_NAME}", what=self.name)
             except ClusterError as e:
                 if e.status != 404:
                     raise
                 cur = None
             try:
+                sent = time.monotonic()
                 if cur is None:
-                    self._obj = c.request("POST", self.path, body=self._body(None),
-                                          what=f"Lease/{c.namespace}/{LEASE_NAME} create failed")
+                    self._held(c.request("POST", self.path, body=self._body(None),
+                                         what=f"{self.name} create failed"), sent)
                     break
                 spec = cur.get("spec") or {}
                 holder = spec.get("holderIdentity") or ""
-                if not holder or holder == self.opts.holder or _expired(spec):
-                    self._obj = c.request("PUT", f"{self.path}/{LEASE_NAME}",
-                                          body=self._body(cur["metadata"]["resourceVersion"]),
-                                          what=f"Lease/{c.namespace}/{LEASE_NAME} update failed")
+                rv = cur["metadata"]["resourceVersion"]
+                if observed is None or observed[0] != rv:
+                    observed = (rv, sent)
+                duration = int(spec.get("leaseDurationSeconds") or self.opts.lease_seconds)
+                if not holder or sent >= observed[1] + duration:
+                    self._held(c.request("PUT", f"{self.path}/{LEASE_NAME}", body=self._body(rv),
+                                         what=f"{self.name} update failed"), sent)
                     break
             except ClusterError as e:
                 if e.status != 409:  # somebody else got there first: look again
                     raise
             if time.monotonic() >= deadline:
-                raise LockError(f"Lease/{c.namespace}/{LEASE_NAME} is held by {holder!r}; gave up after "
-                                f"{self.opts.timeout:g}s (it expires {self.opts.lease_seconds}s after its last "
-                                "renewal if that run died)")
+                raise LockError(f"{self.name} is held by {holder!r}; gave up after {self.opts.timeout:g}s (if that "
+                                f"run died, its Lease is taken over once unchanged for its duration, "
+                                f"{self.opts.lease_seconds}s by default)")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        c.fence = self.ensure_held
         self._thread = threading.Thread(target=self._renew, name="lease-renew", daemon=True)
         self._thread.start()
 
+    def _check_deadline(self) -> str | None:
+        """Why the Lease is no longer ours, if it is not (called with the lock held)."""
+        if self._lost is None and time.monotonic() >= self._renewed + self.opts.lease_seconds:
+            self._lost = (f"{self.name} was not renewed within its {self.opts.lease_seconds}s, so another "
+                          "run may hold it now")
+        return self._lost
+
+    def ensure_held(self) -> None:
+        """Raise LockError unless the Lease is surely still ours (called before every write)."""
+        with self._lock:
+            lost = self._check_deadline()
+        if lost is not None:
+            raise LockError(f"apply stopped: {lost}; nothing more was written (the next run writes what is missing)")
+
     def _renew(self) -> None:
-        interval = max(1.0, self.opts.lease_seconds / 3)
-        while not self._stop.wait(interval):
+        interval = max(0.2, self.opts.lease_seconds / 3)
+        wait = interval
+        while not self._stop.wait(wait):
+            with self._lock:
+                if self._check_deadline() is not None or self._obj is None:
+                    return  # once lost, always lost: a run never writes again after its fence fell
+                rv, acquired = self._obj["metadata"]["resourceVersion"], self._obj["spec"].get("acquireTime")
+            sent = time.monotonic()
+            wait = interval / 2  # after a failure, try again sooner
             try:
-                assert self._obj is not None
-                body = self._body(self._obj["metadata"]["resourceVersion"], self._obj["spec"].get("acquireTime"))
-                self._obj = self.cluster.request("PUT", f"{self.path}/{LEASE_NAME}", body=body)
-            except ClusterError:
-                continue  # the next renewal tries again; an expired lease is only ever taken after expiry
+                obj = self.cluster.request("PUT", f"{self.path}/{LEASE_NAME}", body=self._body(rv, acquired),
+                                           what=f"{self.name} renewal failed")
+            except ClusterError as e:
+                if e.status in (404, 409):
+                    wait = self._after_conflict(acquired, e.status)
+                continue  # other failures: the next try may succeed; ensure_held fences writes meanwhile
+            with self._lock:
+                if self._lost is not None or self._stop.is_set():
+                    return
+                # Sent before the deadline and stored: nobody can have seen this version before `sent`.
+                self._obj, self._renewed = obj, sent
+            wait = interval
+
+    def _after_conflict(self, acquired: str | None, status: int) -> float:
+        """A renewal was refused (409: the Lease changed; 404: it is gone): ours still, or lost?"""
+        try:
+            cur = self.cluster.request("GET", f"{self.path}/{LEASE_NAME}", what=self.name)
+        except ClusterError as e:
+            if e.status != 404:
+                return 0.1
+            cur = None
+        spec = (cur or {}).get("spec") or {}
+        ours = (cur is not None and spec.get("holderIdentity") == self.opts.holder and acquired is not None
+                and _same_time(spec.get("acquireTime"), acquired))
+        with self._lock:
+            if ours:
+                # Our own renewal was stored and its answer lost: carry on from the stored version,
+                # without counting it as a renewal (when it was stored is unknown).
+                assert cur is not None
+                self._obj = cur
+                return 0.0
+            holder = spec.get("holderIdentity") or ""
+            self._lost = (f"{self.name} was taken over by {holder!r}" if cur is not None
+                          else f"{self.name} was deleted by someone else")
+        return 0.0
 
     def release(self) -> None:
+        """Stop renewing and delete the Lease if it is still the version we last wrote."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        if self._obj is None:
+        if self.cluster.fence == self.ensure_held:
+            self.cluster.fence = None
+        with self._lock:
+            obj, self._obj = self._obj, None
+        if obj is None:
             return
-        with contextlib.suppress(ClusterError):  # if this fails, the lease expires on its own
-            self.cluster.request("DELETE", f"{self.path}/{LEASE_NAME}",
-                                 body={"preconditions": {"uid": self._obj["metadata"]["uid"]}})
-        self._obj = None
+        meta = obj["metadata"]
+        preconditions = {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}
+        with contextlib.suppress(ClusterError):  # gone, taken over, or unreachable: it expires on its own
+            self.cluster.request("DELETE", f"{self.path}/{LEASE_NAME}", what=f"{self.name} release failed",
+                                 body={"preconditions": preconditions})
 
     def __enter__(self) -> Lease:
         return self
@@ -485,12 +586,14 @@ def _parse_time(s: str) -> dt.datetime:
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-def _expired(spec: Json) -> bool:
-    renew = spec.get("renewTime") or spec.get("acquireTime")
-    if not renew:
-        return True
-    until = _parse_time(renew) + dt.timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
-    return dt.datetime.now(dt.UTC) >= until
+def _same_time(a: str | None, b: str | None) -> bool:
+    """Whether two API timestamps name the same instant (the server may reformat a MicroTime)."""
+    if not a or not b:
+        return False
+    try:
+        return _parse_time(a) == _parse_time(b)
+    except ValueError:
+        return a == b
 
 
 def _age(ts: str | None) -> str:

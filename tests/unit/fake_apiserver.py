@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ class Seen:
 
 @dataclass
 class FakeAPI:
-    """``routes``: (method, path regex, handler); anything unrouted answers 404 like the apiserver."""
+    """``routes``: (method, path regex, handler); anything unrouted answers 404 like the apiserver.
+
+    A handler that answers status 0 has its answer lost: the connection is closed without one.
+    """
 
     routes: list[Route] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
@@ -57,6 +61,10 @@ class FakeAPI:
                     if method == self.command and re.fullmatch(pattern, path):
                         status, payload = handler(seen)
                         break
+                if status == 0:  # the request was handled, its answer is lost: drop the connection
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
