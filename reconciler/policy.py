@@ -6,13 +6,15 @@ would merge):
 * The project's admins are ``spec.admins`` of ``project.yaml`` **at base**, so a PR cannot make
   its author an admin. An admin may change anything.
 * A non-admin may add, change, rename or delete only workspace files (``workspaces/*.yaml``,
-  ``*.yml``) that are theirs: the ``spec.owner`` of the new version must be the actor, and for a
-  changed, renamed or deleted file so must the owner of the old version (at the merge-base, and
-  at base when the file exists there too), so nobody can take over a workspace by rewriting
-  its owner.
-* A non-admin may not touch the platform's files: ``blocks/``, ``project.yaml``, ``reconciler/``,
-  ``.github/``, ``deploy/``, ``pyproject.toml``. CODEOWNERS also asks the platform team to review
-  those; this check makes the PR's own validation fail early and say why.
+  ``*.yml``, regular files) that are theirs: the ``spec.owner`` of the new version must be the
+  actor, and for a changed, renamed or deleted file so must the owner of the old version (at
+  the merge-base, and at base when the file exists there too), so nobody can take over a
+  workspace by rewriting its owner.
+* Everything else is an allow-list refusal: any other path (``blocks/``, ``project.yaml``, the
+  reconciler, CI, and equally a new ``setup.py``, ``conftest.py`` or ``sitecustomize.py`` that
+  would run with the apply credentials after the merge) belongs to the platform team, and the
+  message says to ask a platform admin. CODEOWNERS gives the platform team ``*`` and leaves
+  ``workspaces/`` to this check.
 
 Logins compare case-insensitively. A new file that does not parse or lacks ``spec.owner`` is left
 to validation, which rejects it anyway; an old file whose owner cannot be read is an error for a
@@ -21,9 +23,9 @@ non-admin (its ownership is unknown, so only an admin may touch it).
 Files are read with the loader's parser (no anchors or aliases, at most 32 levels deep, no
 recursion), so a hostile file costs no more than validating it; files over 1 MiB are not read.
 
-Trust note: the check runs with the code of the PR's checkout; a PR that edits ``reconciler/``
-could disable it, which is why CODEOWNERS (and branch protection requiring code-owner review)
-guards ``reconciler/`` and ``.github/`` as well.
+Trust note: the plan workflow's ``validate`` job runs this check with the reconciler of the PR's
+*base* commit (a second worktree) against the head's files, so a PR that edits ``reconciler/``
+cannot switch it off.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from reconciler.loader import MAX_BYTES, Document, parse_document
 WORKSPACE_DIR = "workspaces"
 WORKSPACE_SUFFIXES = (".yaml", ".yml")
 PROJECT_FILE = "project.yaml"
-PROTECTED_DIRS = ("blocks/", "reconciler/", ".github/", "deploy/")
-PROTECTED_FILES = ("project.yaml", "pyproject.toml")
+PLATFORM_DIRS = ("blocks/", "reconciler/", ".github/", "deploy/")
+"""Folders named as a whole in messages (every path outside workspace files is the platform's)."""
+REGULAR_FILE_MODES = (0o100644, 0o100755)
 MAX_FILE_BYTES = MAX_BYTES
 
 
@@ -77,7 +80,7 @@ def check_ownership(repo_root: Path, actor: str, base: str, head: str = "HEAD") 
     admins = _admins(base_commit, prefix)
     if actor.casefold() in {a.casefold() for a in admins}:
         return []
-    ask_admin = f"an admin: {', '.join(admins)}" if admins else "an admin (project.yaml lists none)"
+    ask_admin = f"a platform admin: {', '.join(admins)}" if admins else "a platform admin (project.yaml lists none)"
 
     check = _Check(actor=actor, ask_admin=ask_admin, base=base_commit, prefix=prefix)
     errors = [error for change in since.diff(head_commit) if (error := check.change(change)) is not None]
@@ -96,22 +99,29 @@ class _Check:
     def change(self, change: Any) -> ConfigError | None:
         old_path = _relative(change.a_path, self.prefix) if not change.new_file else None
         new_path = _relative(change.b_path, self.prefix) if not change.deleted_file else None
-        protected = next((p for p in (new_path, old_path) if p is not None and _is_protected(p)), None)
-        protected = protected or next(
-            (p for p in (change.a_path, change.b_path) if p and _is_protected(p)), None
-        )
-        if protected is not None:
+        # An allow-list: every path the change touches must be a workspace file of the config repo.
+        touched = [(new_path, change.b_path)] if not change.deleted_file else []
+        touched += [(old_path, change.a_path)] if not change.new_file else []
+        for relative, raw in touched:
+            if relative is None or not _is_workspace(relative):
+                shown = relative or raw
+                return ConfigError(
+                    shown,
+                    1,
+                    1,
+                    f"{self.actor} may not change {_area(shown)}: it belongs to the platform team "
+                    f"(CODEOWNERS also requires their review; ask {self.ask_admin})",
+                )
+        old_is_ws = old_path is not None
+        new_is_ws = new_path is not None
+        if new_path is not None and change.b_mode not in REGULAR_FILE_MODES:
             return ConfigError(
-                new_path or old_path or protected,
+                new_path,
                 1,
                 1,
-                f"{self.actor} may not change {_area(protected)}: it belongs to the platform team "
-                f"(CODEOWNERS also requires their review; ask {self.ask_admin})",
+                f"{self.actor} may not add {new_path}: a workspace file must be a regular file, not a symlink "
+                f"or submodule (ask {self.ask_admin})",
             )
-        old_is_ws = old_path is not None and _is_workspace(old_path)
-        new_is_ws = new_path is not None and _is_workspace(new_path)
-        if not old_is_ws and not new_is_ws:
-            return None
 
         new_owner = _owner_of(change.b_blob) if new_is_ws else None
         where = (new_path if new_is_ws else old_path) or ""
@@ -225,12 +235,8 @@ def _is_workspace(path: str) -> bool:
     return pure.parent.as_posix() == WORKSPACE_DIR and pure.suffix in WORKSPACE_SUFFIXES
 
 
-def _is_protected(path: str) -> bool:
-    return path in PROTECTED_FILES or path.startswith(PROTECTED_DIRS)
-
-
 def _area(path: str) -> str:
-    for directory in PROTECTED_DIRS:
+    for directory in PLATFORM_DIRS:
         if path.startswith(directory):
             return directory
     return path

@@ -132,7 +132,7 @@ def test_the_ownership_check_survives_a_deeply_nested_project_file_at_base(tmp_p
     repo.write("workspaces/bob-vscode.yaml", policy_workspace("bob-vscode", "bob", compute="gpu"))
     repo.commit("alice's PR")
     assert [e.message for e in repo.check("alice")] == [
-        "alice may not change a workspace owned by bob (ask bob or an admin (project.yaml lists none))"
+        "alice may not change a workspace owned by bob (ask bob or a platform admin (project.yaml lists none))"
     ]
 
 

@@ -76,7 +76,7 @@ def test_alice_changing_bobs_workspace_is_refused_naming_both(repo: Repo) -> Non
     repo.commit("alice edits bob's workspace")
     assert messages(repo.check("alice")) == [
         "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
@@ -98,7 +98,7 @@ def test_alice_adding_a_workspace_owned_by_bob_is_refused(repo: Repo) -> None:
     repo.commit("alice adds one for bob")
     assert messages(repo.check("alice")) == [
         "workspaces/bob-jupyter.yml:6:3: alice may not add a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
@@ -107,7 +107,7 @@ def test_alice_deleting_bobs_workspace_is_refused(repo: Repo) -> None:
     repo.commit("alice deletes bob's workspace")
     assert messages(repo.check("alice")) == [
         "workspaces/bob-vscode.yaml:1:1: alice may not delete a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
@@ -116,7 +116,7 @@ def test_alice_taking_over_bobs_workspace_is_refused_by_its_old_owner(repo: Repo
     repo.commit("alice makes bob's workspace hers")
     assert messages(repo.check("alice")) == [
         "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
@@ -125,7 +125,7 @@ def test_alice_renaming_bobs_workspace_is_refused(repo: Repo) -> None:
     repo.commit("alice renames bob's workspace")
     assert messages(repo.check("alice")) == [
         "workspaces/alice-vscode.yaml:6:3: alice may not rename a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
@@ -143,7 +143,7 @@ def test_bob_may_not_give_his_workspace_to_alice(repo: Repo) -> None:
     repo.commit("bob gives it away")
     assert messages(repo.check("bob")) == [
         "workspaces/bob-vscode.yaml:6:3: bob may not give a workspace to alice "
-        "(ask alice or an admin: carol)"
+        "(ask alice or a platform admin: carol)"
     ]
 
 
@@ -161,7 +161,7 @@ def test_alice_touching_blocks_is_refused(repo: Repo) -> None:
     repo.commit("alice gives herself more cpu")
     assert messages(repo.check("alice")) == [
         "blocks/compute/cpu-mid.yaml:1:1: alice may not change blocks/: it belongs to the platform team "
-        "(CODEOWNERS also requires their review; ask an admin: carol)"
+        "(CODEOWNERS also requires their review; ask a platform admin: carol)"
     ]
 
 
@@ -182,9 +182,9 @@ def test_a_pr_cannot_make_its_author_an_admin(repo: Repo) -> None:
     repo.commit("alice promotes herself")
     assert messages(repo.check("alice")) == [
         "project.yaml:1:1: alice may not change project.yaml: it belongs to the platform team "
-        "(CODEOWNERS also requires their review; ask an admin: carol)",
+        "(CODEOWNERS also requires their review; ask a platform admin: carol)",
         "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
-        "(ask bob or an admin: carol)",
+        "(ask bob or a platform admin: carol)",
     ]
 
 
@@ -207,13 +207,12 @@ def test_the_owner_at_base_counts_when_main_reassigned_the_file(repo: Repo) -> N
     repo.commit("bob edits what he thinks is his")
     assert messages(repo.check("bob")) == [
         "workspaces/bob-vscode.yaml:6:3: bob may not change a workspace owned by carol "
-        "(ask carol or an admin: carol)"
+        "(ask carol or a platform admin: carol)"
     ]
 
 
 def test_a_new_file_that_does_not_parse_is_left_to_validation(repo: Repo) -> None:
     repo.write("workspaces/alice-vscode.yaml", "spec: [unclosed\n")
-    repo.write("workspaces/README.md", "other files are ignored\n")
     repo.commit("alice adds a broken file")
     assert repo.check("alice") == []
 
@@ -224,7 +223,7 @@ def test_without_admins_the_message_says_so(tmp_path: Path) -> None:
     repo.commit("alice edits")
     assert messages(repo.check("alice")) == [
         "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
-        "(ask bob or an admin (project.yaml lists none))"
+        "(ask bob or a platform admin (project.yaml lists none))"
     ]
 
 
@@ -245,7 +244,7 @@ def test_a_config_repo_in_a_sub_folder_reports_paths_relative_to_it(tmp_path: Pa
     top.git.commit("-q", "-am", "alice edits")
     assert messages(check_ownership(sub, "alice", "main")) == [
         "workspaces/bob-vscode.yaml:6:3: alice may not change a workspace owned by bob "
-        "(ask bob or an admin: carol)"
+        "(ask bob or a platform admin: carol)"
     ]
 
 
