@@ -5,8 +5,12 @@ guessed at:
 
 * ``uses: actions/checkout@v4`` is replaced by :meth:`GitHubRepo.checkout` (a fresh clone of the
   test's "GitHub" repository, of the ref the event names, honouring ``fetch-depth``);
-  ``uses: actions/setup-python@v5`` and the ``python -m pip install .`` step are replaced by the
-  venv the tests run in, first on ``PATH``, so ``reconcile`` is the real CLI.
+  ``uses: actions/setup-python@v5`` and the install steps are replaced by the venv the tests run
+  in, first on ``PATH``, so ``reconcile`` and ``python -m reconciler`` are the real CLI:
+  ``python -m pip install --require-hashes --no-deps -r LOCK`` (the pinned dependencies) is a
+  no-op, and ``python -m pip install .`` puts the checkout first on ``PYTHONPATH`` for the later
+  steps, so a checkout that holds a ``reconciler/`` package runs its own code, as it would on
+  GitHub.
 * Every ``run:`` step runs with ``bash --noprofile --norc -eo pipefail <script>`` in the checkout,
   with the environment GitHub sets (``GITHUB_EVENT_PATH``, ``GITHUB_SHA``, ``RUNNER_TEMP``, a
   fresh ``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` per step ...) plus the workflow's, the
@@ -39,6 +43,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 VENV_BIN = Path(sys.executable).parent
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 INSTALL_STEP = "python -m pip install ."
+LOCK_INSTALL_STEP = re.compile(r"python -m pip install --require-hashes --no-deps -r \S+")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.com",
@@ -519,7 +524,13 @@ class Runner:
             if "uses" in step:
                 outcome = self._uses(step, event, workspace)
             elif step["run"].strip() == INSTALL_STEP:
-                outcome = StepRun(label, "install")  # the venv on PATH is the installed reconciler
+                # What `pip install .` installs is the checkout's own reconciler, when it has one
+                # (the tests' config repos have none: the venv's stands in).
+                cwd = workspace / step["working-directory"] if "working-directory" in step else workspace
+                outcome = StepRun(label, "install", exported={"PYTHONPATH": str(cwd)})
+                added_env.update(outcome.exported)
+            elif LOCK_INSTALL_STEP.fullmatch(step["run"].strip()):
+                outcome = StepRun(label, "install")  # the venv stands in for the pinned dependencies
             else:
                 values = {**doc.get("env", {}), **spec.get("env", {}), **step.get("env", {})}
                 env = {**base_env, **added_env, **{k: expressions.interpolate(v) for k, v in values.items()}}

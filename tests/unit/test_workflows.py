@@ -209,7 +209,17 @@ def test_fork_prs_never_get_the_kubeconfig_secret() -> None:
 def test_plan_validates_with_the_actor_then_posts_a_dry_run() -> None:
     doc = load("plan.yml")
     validate = step(doc, "validate", "Validate")
-    assert validate["run"] == 'reconcile validate --format github --actor "$GITHUB_ACTOR"'
+    # The base commit's reconciler (a worktree) checks the PR's files; -P keeps the checkout off sys.path.
+    assert validate["run"] == (
+        'PYTHONPATH="$RUNNER_TEMP/base" python -P -m reconciler validate --format github '
+        '--actor "$GITHUB_ACTOR" --base "$BASE_SHA"'
+    )
+    assert validate["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    base = step(doc, "validate", "Check out the base commit")
+    assert base["run"] == 'git worktree add --detach "$RUNNER_TEMP/base" "$BASE_SHA"'
+    assert base["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    install = step(doc, "validate", "Install the base commit")
+    assert install["run"] == 'python -m pip install --require-hashes --no-deps -r "$RUNNER_TEMP/base/requirements.lock"'
     checkout = jobs(doc)["validate"]["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0
     plan = step(doc, "plan", "Plan")
@@ -265,6 +275,15 @@ printf '## Plan\\n\\n| create | update |\\n|---|---|\\n| 0 | 1 |\\n'
 exit "${RECONCILE_EXIT:-0}"
 """
 
+PYTHON_STUB = """#!/usr/bin/env bash
+# `python [-P] -m reconciler ARGS`, as the workflows run the reconciler: the reconcile stub.
+printf '%s\\n' "${PYTHONPATH:-}" > "$STUB_DIR/pythonpath"
+if [ "$1" = "-P" ]; then shift; fi
+if [ "$1 $2" = "-m reconciler" ]; then shift 2; exec reconcile "$@"; fi
+echo "unexpected python $*" >&2
+exit 99
+"""
+
 GH_STUB = """#!/usr/bin/env bash
 printf 'gh %s\\n' "$*" >> "$STUB_LOG"
 if [ "$1 $2" = "issue list" ]; then
@@ -290,7 +309,7 @@ class Runner:
         self.dir = tmp_path
         self.bin = tmp_path / "bin"
         self.bin.mkdir()
-        for name, text in (("reconcile", RECONCILE_STUB), ("gh", GH_STUB)):
+        for name, text in (("reconcile", RECONCILE_STUB), ("gh", GH_STUB), ("python", PYTHON_STUB)):
             stub = self.bin / name
             stub.write_text(text, encoding="utf-8")
             stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
@@ -379,9 +398,11 @@ def test_the_kubeconfig_step_writes_a_private_file_or_names_the_missing_secret(
 
 
 def test_the_validate_step_passes_the_actor(runner: Runner) -> None:
+    runner.expressions["github.event.pull_request.base.sha"] = "b" * 40
     result = runner.run(load("plan.yml"), "validate", "Validate")
     assert result.returncode == 0, result.stderr
-    assert runner.calls()[0] == "reconcile validate --format github --actor alice"
+    assert runner.calls()[0] == f"reconcile validate --format github --actor alice --base {'b' * 40}"
+    assert (runner.dir / "pythonpath").read_text(encoding="utf-8") == f"{runner.temp}/base\n"
 
 
 def test_the_fork_step_explains_validation_only(runner: Runner) -> None:
