@@ -100,6 +100,9 @@ class Cluster:
         # Set once a request found the API server unreachable after all its retries: every later
         # call fails at once, so a run whose apiserver died ends in seconds, not retries x objects.
         self._unreachable: str | None = None
+        # The failure of the latest attempt that got no answer at all (None once one is answered):
+        # when the Lease cannot be renewed, this is usually why.
+        self.transport_error: str | None = None
 
     # --- transport ---------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -139,12 +142,14 @@ class Cluster:
                 r = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
                 raw = r.data
             except (urllib3.exceptions.HTTPError, OSError) as e:
+                self.transport_error = f"cannot reach the API server at {self._host}: {_short(e)}"
                 if last:
                     self._unreachable = f"cannot reach the API server at {self._host}: {_short(e)}"
                     raise ClusterError(f"{what}: {self._unreachable}") from None
                 time.sleep(delay)
                 delay *= 2
                 continue
+            self.transport_error = None
             if 200 <= r.status < 300:
                 return json.loads(raw) if raw else {}
             if r.status in RETRYABLE and not last:
@@ -267,10 +272,10 @@ class Cluster:
             for name, err in pool.map(run, jobs):
                 if err:
                     results[name].errors.append(err)
-        if fenced:  # the Lease may be another run's now: one reason, not one line per workspace
-            raise fenced[0]
-        if self._unreachable is not None:
+        if self._unreachable is not None:  # one reason, not one line per workspace
             raise ClusterError(f"apply stopped: {self._unreachable} (the next run writes what is missing)")
+        if fenced:  # the Lease may be another run's now
+            raise fenced[0]
         return results
 
     # --- lock --------------------------------------------------------------------------------
@@ -448,8 +453,12 @@ class Lease:
         """Raise LockError unless the Lease is surely still ours (called before every write)."""
         with self._lock:
             lost = self._check_deadline()
-        if lost is not None:
-            raise LockError(f"apply stopped: {lost}; nothing more was written (the next run writes what is missing)")
+        if lost is None:
+            return
+        why = self.cluster.transport_error
+        if why is not None and lost.startswith(f"{self.name} was not renewed"):
+            lost = f"{why}, and {lost}"
+        raise LockError(f"apply stopped: {lost}; nothing more was written (the next run writes what is missing)")
 
     def _renew(self) -> None:
         interval = max(0.2, self.opts.lease_seconds / 3)
