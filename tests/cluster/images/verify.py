@@ -197,7 +197,7 @@ def check_jupyterlab(ctr: Ctr, work: Path) -> None:
     tok = wait_for("JupyterLab prints its token", token, 120, alive)
     text = logfile.read_text(errors="replace")
     for line in text.splitlines():
-        if re.search(r"NotebookApp|notebook_dir|WARNING|\[W ", line):
+        if re.search(r"NotebookApp|notebook_dir|WARNING|\[W |Serving notebooks from", line):
             log(f"jupyterlab log: {line.strip()}")
     status, _, body = request("GET", port, f"/api/status?token={tok}")
     assert status == 200 and "last_activity" in body, (status, body)
