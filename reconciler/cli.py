@@ -8,6 +8,7 @@ Results go to stdout, diagnostics to stderr. An internal error (a bug) is one li
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -23,10 +24,21 @@ import yaml
 
 from reconciler import __version__
 from reconciler.errors import ConfigError, GitHubError, PlanRefused, ReconcileError, ValidationFailed
-from reconciler.github import publish_report, write_step_summary
+from reconciler.github import publish_failure, publish_report, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
-from reconciler.plan import Action, Plan, PlanOptions, WorkspaceResult, check, compute_plan
-from reconciler.render import render
+from reconciler.plan import (
+    Action,
+    LiveState,
+    ObjectId,
+    Plan,
+    PlanOptions,
+    WorkspacePlan,
+    WorkspaceResult,
+    check,
+    compute_plan,
+    is_ours,
+)
+from reconciler.render import LABEL_INSTANCE, MANAGED_BY, DesiredWorkspace, render
 from reconciler.report import plan_json, plan_markdown, plan_text, status_json, status_markdown, status_text
 from reconciler.validate import load_repo
 
@@ -122,7 +134,15 @@ _REPO_OPTION = click.option(
     show_default=True,
     help="Seconds to wait for the lock and, separately, for readiness.",
 )
-@click.option("--adopt", is_flag=True, help="Take over existing objects that are not ours (conflicts).")
+@click.option(
+    "--adopt",
+    multiple=True,
+    is_flag=False,
+    flag_value="*",
+    metavar="[WORKSPACE]",
+    help="Take over the existing objects that are not ours (conflicts) of WORKSPACE (repeatable); "
+    "without a name, of every workspace. A conflict not adopted leaves its workspace alone.",
+)
 @click.option("--allow-mass-delete", is_flag=True, help="Allow a plan that deletes many or all workspaces.")
 @click.option(
     "--max-deletes",
@@ -143,7 +163,16 @@ def main(ctx: click.Context, /, **options: Any) -> int:
     if ctx.invoked_subcommand is not None:
         _pass_options_down(ctx, options)
         return EXIT_OK
-    return _reconcile(RunOptions(**options))
+    commands = set(ctx.command.commands) if isinstance(ctx.command, click.Group) else set()
+    if set(options["adopt"]) & commands:
+        raise click.UsageError("--adopt takes a workspace name, not a subcommand (put --adopt after it)", ctx)
+    run = RunOptions(**options)
+    try:
+        return _reconcile(run)
+    except ReconcileError as e:
+        if run.comment and not run.dry_run and not isinstance(e, GitHubError):
+            _report_failure(str(e))
+        raise
 
 
 def _pass_options_down(ctx: click.Context, options: dict[str, Any]) -> None:
@@ -189,7 +218,7 @@ class RunOptions:
     kube_context: str | None
     wait: bool
     timeout: float
-    adopt: bool
+    adopt: tuple[str, ...]  # workspace names; "*" for every workspace
     allow_mass_delete: bool
     max_deletes: int
     comment: bool
@@ -200,28 +229,34 @@ def _reconcile(o: RunOptions) -> int:
 
     repo = load_repo(o.repo)
     desired = render(repo)
+    unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
+    if unknown:
+        raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
     project, namespace = repo.project.metadata.name, repo.project.namespace
-    plan_opts = PlanOptions(adopt=o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes)
+    plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes)
     cluster = Cluster(namespace, ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context))
     claims = sorted({c for w in desired for c in w.pvcs})
 
     def make_plan() -> Plan:
-        return compute_plan(desired, cluster.read_live(claims), project, namespace, plan_opts)
+        live = cluster.read_live(claims)
+        plan = compute_plan(desired, live, project, namespace, plan_opts)
+        return adopt_workspaces(plan, desired, live, set(o.adopt) - {"*"}, plan_opts)
 
+    # Conflicts are refused per workspace (left alone, reported, exit 1); `check` then guards
+    # only against mass deletes, which still refuse the whole run.
+    mass_delete_rules = dataclasses.replace(plan_opts, adopt=True)
     plan = make_plan()
     refused: PlanRefused | None = None
     try:
-        check(plan, plan_opts)
+        check(plan, mass_delete_rules)
     except PlanRefused as e:
         refused = e
     results: dict[str, WorkspaceResult] = {}
-    failed = refused is not None
     if not o.dry_run and refused is None and plan.has_changes:
         with cluster.acquire_lease(ApplyOptions(timeout=o.timeout)):
             plan = make_plan()  # again, under the lock: never act on a plan another run made stale
-            check(plan, plan_opts)
+            check(plan, mass_delete_rules)
             results = cluster.apply(plan)
-        failed = any(r.errors for r in results.values())
         to_wait = [
             w.name
             for w in plan.workspaces
@@ -231,18 +266,74 @@ def _reconcile(o: RunOptions) -> int:
             ready = cluster.wait_ready(project, to_wait, o.timeout, _progress(len(to_wait)))
             for name, r in ready.items():
                 results[name].ready, results[name].reason = r.ready, r.reason
-            failed = failed or any(r.ready is False for r in ready.values())
+    if refused is not None and not o.dry_run:
+        # The plan for the log and the job summary; the PR gets the failure and how to re-run.
+        _emit_plan(dataclasses.replace(o, comment=False), plan, results, repo.commit)
+        raise refused
+    left_alone = conflict_refusals(plan)
+    if results:
+        for name, why in left_alone.items():
+            results.setdefault(name, WorkspaceResult(ready=None)).errors.append(why)
     _emit_plan(o, plan, results, repo.commit)
     if refused is not None:
         click.echo(f"error: {_one_line(str(refused))}", err=True)
+    elif not results:
+        for why in left_alone.values():
+            click.echo(f"error: {_one_line(why)}", err=True)
     for name, r in sorted(results.items()):
         for err in r.errors:
             click.echo(f"error: {_one_line(err)}", err=True)
         if r.ready is False:
             click.echo(f"error: {name} is not ready: {_one_line(r.reason)}", err=True)
+    failed = refused is not None or bool(left_alone) or any(r.errors or r.ready is False for r in results.values())
     if failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def adopt_workspaces(
+    plan: Plan, desired: list[DesiredWorkspace], live: LiveState, names: set[str], opts: PlanOptions
+) -> Plan:
+    """`plan` with the named workspaces planned as adopted (`--adopt WORKSPACE`): only theirs."""
+    if not names or opts.adopt:
+        return plan
+    adopted: dict[str, WorkspacePlan] = {}
+    for w in desired:
+        if w.name not in names:
+            continue
+        ids = {ObjectId(str(o["kind"]), str(o["metadata"].get("namespace") or plan.namespace), o["metadata"]["name"])
+               for o in w.objects}
+        own = {
+            oid: obj
+            for oid, obj in live.objects.items()
+            if oid in ids
+            or (is_ours(obj, plan.project) and (obj["metadata"].get("labels") or {}).get(LABEL_INSTANCE) == w.name)
+        }
+        one = compute_plan([w], LiveState(own, live.pvcs, live.node_gpus), plan.project, plan.namespace,
+                           dataclasses.replace(opts, adopt=True))
+        adopted[w.name] = one.workspaces[0]
+    return dataclasses.replace(plan, workspaces=[adopted.get(w.name, w) for w in plan.workspaces])
+
+
+def conflict_refusals(plan: Plan) -> dict[str, str]:
+    """Why each workspace with a conflict (an object that is not ours) is left alone, by name."""
+    return {
+        w.name: f"{w.name} was left alone: "
+        + "; ".join(f"{c.id} exists and is not managed by {MANAGED_BY}" for c in w.objects
+                    if c.action is Action.CONFLICT)
+        + f"; rerun with --adopt {w.name} to take it over"
+        for w in plan.workspaces
+        if w.action is Action.CONFLICT
+    }
+
+
+def _report_failure(reason: str) -> None:
+    """A failed apply says why on the merged PR (a warning when that is not possible)."""
+    try:
+        url = publish_failure(_one_line(reason))
+        click.echo(f"commented: {url}", err=True)
+    except GitHubError as e:
+        click.echo(f"warning: the failure was not posted: {_one_line(str(e))}", err=True)
 
 
 def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None) -> None:

@@ -281,6 +281,33 @@ def publish_report(
     return post_report(ctx, markdown, marker=MARKER_PLAN if dry_run else MARKER_APPLY, secrets=secrets)
 
 
+def failure_markdown(reason: str, run_url: str | None = None) -> str:
+    """The comment of an apply that failed as a whole: why, and how to run it again."""
+    where = f"[this workflow run]({run_url})" if run_url else "this workflow run"
+    return "\n".join([
+        MARKER_APPLY,
+        "### workspace-gitops apply failed",
+        "",
+        f"**Reason:** {_escape_markdown(reason)}",
+        "",
+        f"The cluster may be partly updated; the next successful apply converges it. Logs: {where}.",
+        "",
+        "**To run it again:** fix the cause if it is in the repository (merging the fix applies again), "
+        "or open *Actions → apply → Run workflow* on `main`. Its inputs pass `--adopt <workspace>` "
+        "(`adopt`: take over the objects of that workspace that are not ours) and `--allow-mass-delete` "
+        "(`allow-mass-delete`: a mass delete that is intended); the `production` environment's reviewers "
+        "approve the run.",
+        "",
+    ])
+
+
+def publish_failure(reason: str, *, env: Mapping[str, str] | None = None) -> str:
+    """What ``reconcile --comment`` does when an apply fails as a whole: a new comment on the merged
+    PR with the reason and how to re-run (:func:`failure_markdown`); its URL, or a GitHubError."""
+    ctx = GitHubContext.from_env(env)
+    return post_report(ctx, failure_markdown(reason, ctx.run_url), marker=MARKER_APPLY)
+
+
 def fit_comment(body: str, *, marker: str, run_url: str | None = None, limit: int = MAX_COMMENT_CHARS) -> str:
     """``body`` itself when it fits in a comment; else the marker, the report's leading summary
     (its lines up to the second heading, as many whole lines as fit) and a note saying that the
@@ -633,6 +660,13 @@ def _github_message(payload: bytes) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return _one_line(data["message"])
     return ""
+
+
+def _escape_markdown(text: str) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|#":
+        text = text.replace(char, "\\" + char)
+    return _one_line(text)
 
 
 def _one_line(text: str) -> str:

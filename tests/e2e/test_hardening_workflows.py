@@ -16,13 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import test_pull_request_flow as flow
 from tests.e2e.helpers import ROOT, Repo
-from tests.e2e.test_pull_request_flow import Loop, github, make_loop  # noqa: F401 - github is a fixture
+from tests.e2e.test_pull_request_flow import EXAMPLES, Loop, make_loop
+from tests.e2e.workflow_runner import JobRun, dispatch_event
 from tests.fakegithub import FakeGitHub
+
+github = flow.github  # the fake GitHub, and the loop on the real control plane: the same fixtures
+loop = flow.loop
 
 
 @pytest.fixture
-def trusted_loop(tmp_path: Path, github: FakeGitHub) -> Loop:  # noqa: F811
+def trusted_loop(tmp_path: Path, github: FakeGitHub) -> Loop:
     """The config repo with the reconciler's code in it; carol administers, bob has a workspace."""
     unused = base64.b64encode(b"apiVersion: v1\nkind: Config\nusers: [{name: x, user: {token: not-used}}]\n")
     loop = make_loop(tmp_path, github, "sample-project", {"KUBECONFIG_PLAN": unused.decode()}, {})
@@ -70,3 +75,74 @@ def test_the_base_commits_code_checks_the_heads_files(trusted_loop: Loop) -> Non
     validate = loop.workflow("plan.yml", event, jobs=("validate",))["validate"]
     assert validate.ok, str(validate)
     assert "ok: 4 workspaces" in validate.step("Validate").stderr, "the head's new workspace file was read"
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. One conflict blocks one workspace; a failed apply says why on the merged PR; manual inputs
+
+
+APPLY_MARKER = "<!-- workspace-gitops:apply -->"
+
+
+def manual_apply(loop: Loop, **inputs: str) -> JobRun:
+    """Someone presses "Run workflow" on apply.yml with these inputs (approved for `production`)."""
+    event = dispatch_event(loop.github.repository, sha=loop.repo.sha("main"), actor="maintainer")
+    event.payload["inputs"] = dict(inputs)
+    return loop.workflow("apply.yml", event)["apply"]
+
+
+@pytest.mark.cluster
+def test_a_conflict_on_one_workspace_leaves_it_alone_applies_the_others_and_says_so_on_the_merged_pr(
+        loop: Loop) -> None:
+    loop.converge_main()
+    assert loop.admin is not None
+    loop.admin.core.create_namespaced_service(loop.namespace, {
+        "metadata": {"name": "ann-lee-vscode", "labels": {"team": "other"}},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "other"}}})
+    foreign = loop.admin.get("Service", "ann-lee-vscode")["metadata"]["resourceVersion"]
+
+    def two_workspaces(files: Repo) -> None:
+        files.add_workspace("ann-lee-vscode", "ann-lee")
+        files.add_workspace("ann-lee-lab", "ann-lee", environment="aisg-jupyterlab-server-0-1-0")
+
+    loop.open_pull(1, "ann-lee/two", "ann-lee", two_workspaces)
+    run = loop.workflow("apply.yml", loop.merge_pull(1, "ann-lee/two"))["apply"]
+
+    step = run.step("Apply")
+    assert step.returncode == 1, str(run)
+    assert "error: ann-lee-vscode was left alone: Service/" in step.stderr
+    assert "ann-lee-lab" in loop.live("Deployment"), "the other workspace of the same merge was applied"
+    assert "ann-lee-vscode" not in loop.live("Deployment")
+    assert loop.admin.get("Service", "ann-lee-vscode")["metadata"]["resourceVersion"] == foreign
+    (comment,) = [c["body"] for c in loop.comments(1) if APPLY_MARKER in c["body"]]
+    assert "ann-lee-vscode was left alone" in comment and "--adopt ann-lee-vscode" in comment
+    assert run.step("Remove the kubeconfig").ok
+
+    adopted = manual_apply(loop, adopt="ann-lee-vscode", **{"allow-mass-delete": "false"})
+    assert adopted.ok, str(adopted)
+    labels = loop.admin.get("Service", "ann-lee-vscode")["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "workspace-reconciler"
+    assert "ann-lee-vscode" in loop.live("Deployment")
+    loop.assert_no_secret_left_the_runner()
+
+
+@pytest.mark.cluster
+def test_a_refused_mass_delete_comments_the_reason_and_the_manual_run_with_allow_mass_delete_applies_it(
+        loop: Loop) -> None:
+    loop.converge_main()
+
+    def delete_all(files: Repo) -> None:
+        for name in EXAMPLES:
+            files.remove(f"workspaces/{name}.yaml")
+
+    loop.open_pull(2, "carol/teardown", "carol", delete_all)
+    run = loop.workflow("apply.yml", loop.merge_pull(2, "carol/teardown"))["apply"]
+    assert run.step("Apply").returncode == 1, str(run)
+    assert set(EXAMPLES) <= set(loop.live("Deployment")), "nothing was deleted"
+    (comment,) = [c["body"] for c in loop.comments(2) if APPLY_MARKER in c["body"]]
+    assert "apply failed" in comment and "--allow-mass-delete" in comment and "Run workflow" in comment
+
+    applied = manual_apply(loop, adopt="", **{"allow-mass-delete": "true"})
+    assert applied.ok, str(applied)
+    assert not set(EXAMPLES) & set(loop.live("Deployment"))
+    loop.assert_no_secret_left_the_runner()

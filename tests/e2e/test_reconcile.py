@@ -206,7 +206,7 @@ def test_an_unmanaged_service_with_a_workspace_name_is_a_conflict_until_adopted(
     r = reconcile("--repo", str(repo), "--no-wait", kubeconfig=kc)
     assert r.code == 1 and "--adopt" in r.stderr, str(r)
     assert admin.get("Service", VSCODE)["metadata"]["resourceVersion"] == before, "a conflict is never touched"
-    assert admin.names("Deployment") == [], "a refused plan writes nothing"
+    assert admin.names("Deployment") == [JUPYTER], "the conflicting workspace is left alone, the other applied"
 
     apply(repo, kc, "--adopt")
     svc = admin.get("Service", VSCODE)

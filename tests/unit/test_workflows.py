@@ -234,7 +234,9 @@ def test_apply_is_serialized_and_gated_by_the_production_environment() -> None:
     assert doc["concurrency"] == {"group": "workspace-reconciler-apply", "cancel-in-progress": False}
     (job,) = jobs(doc).values()
     assert job["environment"] == "production"
-    assert "reconcile --wait --comment" in step(doc, "apply", "Apply")["run"]
+    assert 'args=(--wait --comment --kubeconfig "$RUNNER_TEMP/kubeconfig")' in step(doc, "apply", "Apply")["run"]
+    inputs = doc["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["adopt"]["type"] == "string" and inputs["allow-mass-delete"]["type"] == "boolean"
     assert "secrets.KUBECONFIG_APPLY" in json.dumps(job)
     for other in ("plan.yml", "drift.yml"):
         assert "KUBECONFIG_APPLY" not in json.dumps(load(other)), (
@@ -422,9 +424,22 @@ def test_the_plan_step_posts_a_dry_run_with_the_token(runner: Runner) -> None:
 
 
 def test_the_apply_step_waits_and_comments(runner: Runner) -> None:
+    runner.expressions.update({"github.event.inputs.adopt": "", "github.event.inputs.allow-mass-delete": ""})
     result = runner.run(load("apply.yml"), "apply", "Apply")
     assert result.returncode == 0, result.stderr
     assert runner.calls()[0] == f"reconcile --wait --comment --kubeconfig {runner.temp}/kubeconfig"
+
+
+def test_a_manual_apply_passes_its_adopt_and_allow_mass_delete_inputs(runner: Runner) -> None:
+    runner.expressions.update({"github.event.inputs.adopt": "ann-vscode, bob-lab $(touch pwned)",
+                               "github.event.inputs.allow-mass-delete": "true"})
+    result = runner.run(load("apply.yml"), "apply", "Apply")
+    assert result.returncode == 0, result.stderr
+    assert runner.calls()[0] == (
+        f"reconcile --wait --comment --kubeconfig {runner.temp}/kubeconfig --adopt=ann-vscode --adopt=bob-lab "
+        "--adopt=$(touch --adopt=pwned) --allow-mass-delete"
+    )
+    assert not (runner.dir / "pwned").exists(), "an input is data, never shell"
 
 
 def drift_plan(runner: Runner, code: int) -> subprocess.CompletedProcess[str]:
