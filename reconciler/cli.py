@@ -24,7 +24,7 @@ import yaml
 
 from reconciler import __version__
 from reconciler.errors import ConfigError, GitHubError, PlanRefused, ReconcileError, ValidationFailed
-from reconciler.github import publish_failure, publish_report, write_step_summary
+from reconciler.github import publish_failure, publish_report, team_membership, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
 from reconciler.plan import (
     Action,
@@ -428,22 +428,29 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         errors = exc.errors
     else:
         errors = []
+    notices: list[str] = []
     if actor:
-        from reconciler.policy import check_ownership, default_base
+        from reconciler.policy import default_base, review_ownership
 
         base = base or default_base()
         if not base:
             raise click.UsageError("--actor needs --base REV (or a pull_request event / GITHUB_BASE_REF)")
-        errors = sorted(errors + check_ownership(repo, actor, base))
+        review = review_ownership(repo, actor, base, is_member=team_membership())
+        errors, notices = sorted(errors + review.errors), review.notices
     if output_format == "json":
         click.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     elif output_format == "github":
         for error in errors:
             click.echo(github_error_command(error))
+        for notice in notices:
+            click.echo(f"::notice title=Ownership::{_escape_data(notice)}")
     else:
         for error in errors:
             click.echo(str(error))
-    _summary(validation_markdown(errors))  # GitHub annotates 10 per step: the summary has all
+    if output_format != "github":
+        for notice in notices:
+            click.echo(f"notice: {notice}", err=True)
+    _summary(validation_markdown(errors, notices))  # GitHub annotates 10 per step: the summary has all
     if errors:
         files = len({e.path for e in errors})
         click.echo(f"error: {_count(len(errors), 'validation error')} in {_count(files, 'file')}", err=True)
@@ -514,13 +521,14 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def validation_markdown(errors: list[ConfigError]) -> str:
+def validation_markdown(errors: list[ConfigError], notices: Sequence[str] = ()) -> str:
     """The job summary of a validation: every error, since GitHub annotates only 10 per step."""
+    extra = "".join(f"> **Notice:** {_escape_markdown(n)}\n\n" for n in notices)
     if not errors:
-        return "### reconcile validate\n\nAll files are valid.\n\n"
+        return "### reconcile validate\n\nAll files are valid.\n\n" + extra
     lines = [f"### reconcile validate: {_count(len(errors), 'error')}", ""]
     lines += [f"- `{e.path}:{e.line}:{e.col}` {_escape_markdown(e.message)}" for e in errors]
-    return "\n".join(lines) + "\n\n"
+    return "\n".join(lines) + "\n\n" + extra
 
 
 def _escape_markdown(text: str) -> str:

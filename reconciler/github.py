@@ -308,6 +308,45 @@ def publish_failure(reason: str, *, env: Mapping[str, str] | None = None) -> str
     return post_report(ctx, failure_markdown(reason, ctx.run_url), marker=MARKER_APPLY)
 
 
+TEAMS_TOKEN = "GITHUB_TEAMS_TOKEN"
+"""The token ``validate --actor`` reads admin teams' membership with. Actions' own GITHUB_TOKEN
+cannot: use a GitHub App installation token whose App has the organization permission
+"Members: read", or a fine-grained personal access token with that permission (a classic one
+needs ``read:org``)."""
+
+
+def team_membership(env: Mapping[str, str] | None = None) -> Callable[[str, str], bool] | None:
+    """``(org/team, login) -> is an active member``, asked with ``$GITHUB_TEAMS_TOKEN``; None when unset.
+
+    ``GET /orgs/{org}/teams/{team}/memberships/{login}``: 200 with ``state: active`` is a member;
+    404 (not a member, or a team the token cannot see) is not; anything else is a GitHubError.
+    """
+    env = os.environ if env is None else env
+    token = env.get(TEAMS_TOKEN, "").strip()
+    if not token:
+        return None
+    ctx = GitHubContext.from_env({**env, "GITHUB_TOKEN": token, "GITHUB_REPOSITORY": env.get(
+        "GITHUB_REPOSITORY", "").strip() or "unknown/unknown"})
+
+    def is_member(team: str, login: str) -> bool:
+        org, _, slug = team.partition("/")
+        if not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", part) for part in (org, slug, login)):
+            raise GitHubError(f"{team!r} is not an org/team, or {login!r} not a login")
+        path = f"/orgs/{org}/teams/{slug}/memberships/{login}"
+        try:
+            answer = _request(ctx, "GET", path, permission_hint=False).json
+        except _NotFound:
+            return False
+        except _Forbidden:
+            raise GitHubError(
+                f"GET {path}: 403 Forbidden: {TEAMS_TOKEN} needs the organization permission \"Members: read\" "
+                "(read:org for a classic token)"
+            ) from None
+        return isinstance(answer, dict) and answer.get("state") == "active"
+
+    return is_member
+
+
 def fit_comment(body: str, *, marker: str, run_url: str | None = None, limit: int = MAX_COMMENT_CHARS) -> str:
     """``body`` itself when it fits in a comment; else the marker, the report's leading summary
     (its lines up to the second heading, as many whole lines as fit) and a note saying that the
@@ -485,6 +524,10 @@ class _Forbidden(GitHubError):
     """A 403 that is not a rate limit (the token lacks a permission)."""
 
 
+class _NotFound(GitHubError):
+    """A 404."""
+
+
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a redirect only to the API's own origin, which is the only place the token may go."""
 
@@ -616,7 +659,7 @@ def _http_error(
         )
         return _Forbidden(f"{what}: 403 Forbidden: the token lacks permission{hint}{detail}")
     if status == 404:
-        return GitHubError(
+        return _NotFound(
             f"{what}: 404 Not Found: wrong repository (GITHUB_REPOSITORY={ctx.repository}) or pull "
             f"request, or the token cannot see it{detail}"
         )

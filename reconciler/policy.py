@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -58,13 +58,37 @@ class _Owner:
     col: int
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """What the ownership check found: errors (the PR may not be merged as is) and notices."""
+
+    errors: list[ConfigError]
+    notices: list[str]
+
+
+MembershipCheck = Callable[[str, str], bool]
+"""``(org/team, login) -> is a member``; raises ReconcileError when GitHub cannot say."""
+
+
 def check_ownership(repo_root: Path, actor: str, base: str, head: str = "HEAD") -> list[ConfigError]:
+    """The errors of :func:`review_ownership` (without team lookups)."""
+    return review_ownership(repo_root, actor, base, head).errors
+
+
+def review_ownership(
+    repo_root: Path, actor: str, base: str, head: str = "HEAD", *, is_member: MembershipCheck | None = None
+) -> Ownership:
     """Every change between the merge-base of ``base`` and ``head`` that ``actor`` may not make.
 
     ``repo_root`` is the config repo (it may be a sub-folder of a Git checkout); ``base`` and
     ``head`` are anything Git resolves (a SHA, ``origin/main``). Errors point at the file, at
     its ``spec.owner`` line when the new version parses. Raises ReconcileError when Git cannot
     answer (not a checkout, an unknown ref, no common history: fetch with ``fetch-depth: 0``).
+
+    Admins are logins or GitHub teams (``org/team``); a team's members are admins only when
+    ``is_member`` can ask GitHub. With no admins at base (the bootstrap), changes outside
+    workspace files are left to CODEOWNERS review, with a notice, so the PR that sets the first
+    admins can pass; workspace ownership is enforced as always.
     """
     actor = actor.strip()
     if not actor:
@@ -78,13 +102,40 @@ def check_ownership(repo_root: Path, actor: str, base: str, head: str = "HEAD") 
     since = merge_bases[0]
 
     admins = _admins(base_commit, prefix)
-    if actor.casefold() in {a.casefold() for a in admins}:
-        return []
+    notices: list[str] = []
+    if _is_admin(actor, admins, is_member, notices):
+        return Ownership([], notices)
     ask_admin = f"a platform admin: {', '.join(admins)}" if admins else "a platform admin (project.yaml lists none)"
 
-    check = _Check(actor=actor, ask_admin=ask_admin, base=base_commit, prefix=prefix)
+    check = _Check(actor=actor, ask_admin=ask_admin, base=base_commit, prefix=prefix, bootstrap=not admins)
     errors = [error for change in since.diff(head_commit) if (error := check.change(change)) is not None]
-    return sorted(errors)
+    if check.left_to_codeowners:
+        paths = sorted(set(check.left_to_codeowners))
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        notices.append(
+            f"project.yaml lists no admins yet, so changes outside workspace files ({shown}) are left to the "
+            "platform team's review through CODEOWNERS; set spec.admins (GitHub logins or org/team) so that "
+            "this check enforces them"
+        )
+    return Ownership(sorted(errors), notices)
+
+
+def _is_admin(actor: str, admins: list[str], is_member: MembershipCheck | None, notices: list[str]) -> bool:
+    if actor.casefold() in {a.casefold() for a in admins if "/" not in a}:
+        return True
+    for team in (a for a in admins if "/" in a):
+        if is_member is None:
+            notices.append(
+                f"{team} in spec.admins is a GitHub team: its members count as admins only when the validate job "
+                "has a token that can read team membership (GITHUB_TEAMS_TOKEN)"
+            )
+            continue
+        try:
+            if is_member(team, actor):
+                return True
+        except ReconcileError as e:
+            notices.append(f"cannot tell whether {actor} is in the admin team {team}: {e}")
+    return False
 
 
 @dataclass(frozen=True)
@@ -95,6 +146,8 @@ class _Check:
     ask_admin: str
     base: Any
     prefix: PurePosixPath
+    bootstrap: bool = False  # no admins at base: paths outside workspace files are CODEOWNERS' to judge
+    left_to_codeowners: list[str] = field(default_factory=list)
 
     def change(self, change: Any) -> ConfigError | None:
         old_path = _relative(change.a_path, self.prefix) if not change.new_file else None
@@ -105,6 +158,9 @@ class _Check:
         for relative, raw in touched:
             if relative is None or not _is_workspace(relative):
                 shown = relative or raw
+                if self.bootstrap:
+                    self.left_to_codeowners.append(shown)
+                    continue
                 return ConfigError(
                     shown,
                     1,
@@ -112,9 +168,11 @@ class _Check:
                     f"{self.actor} may not change {_area(shown)}: it belongs to the platform team "
                     f"(CODEOWNERS also requires their review; ask {self.ask_admin})",
                 )
-        old_is_ws = old_path is not None
-        new_is_ws = new_path is not None
-        if new_path is not None and change.b_mode not in REGULAR_FILE_MODES:
+        old_is_ws = old_path is not None and _is_workspace(old_path)
+        new_is_ws = new_path is not None and _is_workspace(new_path)
+        if not old_is_ws and not new_is_ws:
+            return None  # the bootstrap: left to CODEOWNERS
+        if new_path is not None and new_is_ws and change.b_mode not in REGULAR_FILE_MODES:
             return ConfigError(
                 new_path,
                 1,
