@@ -24,8 +24,14 @@ def _api(kubeconfig: Path) -> client.CoreV1Api:
     return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
 
 
-def register_nodes(kubeconfig: Path, count: int, gpus: int = 0) -> None:
-    """Create `count` Ready nodes with room for many pods (and `gpus` nvidia.com/gpu each)."""
+FAKE_NODE_TAINT = {"key": "workspace-gitops/fake-node", "value": "true", "effect": "NoSchedule"}
+
+
+def register_nodes(kubeconfig: Path, count: int, gpus: int = 0, schedulable: bool = True) -> None:
+    """Create `count` Ready nodes with room for many pods (and `gpus` nvidia.com/gpu each).
+
+    `schedulable=False` taints them (FAKE_NODE_TAINT): next to a real node, pods go there, not here.
+    """
     api = _api(kubeconfig)
     capacity = {"cpu": "256", "memory": "1Ti", "pods": "5000"}
     if gpus:
@@ -52,7 +58,7 @@ def register_nodes(kubeconfig: Path, count: int, gpus: int = 0) -> None:
         api.patch_node_status(name, status)
         # The TaintNodesByCondition admission plugin marks a new node not-ready; a kubelet's first
         # heartbeat would clear it through the node lifecycle controller, which does not run here.
-        api.patch_node(name, {"spec": {"taints": []}})
+        api.patch_node(name, {"spec": {"taints": [] if schedulable else [FAKE_NODE_TAINT]}})
 
 
 def _ready_status(pod: client.V1Pod, node_index: int) -> dict[str, object]:

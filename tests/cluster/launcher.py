@@ -4,8 +4,13 @@ Used by pytest (tests/conftest.py), `make cluster` / `make cluster-down`, the de
 Binaries come from $KUBEBUILDER_ASSETS, else from tests/cluster/build.sh (built once, cached in
 ~/.cache/workspace-gitops). Certificates are throwaway and live in the cluster directory.
 
-    python tests/cluster/launcher.py up   --dir D [--audit] [--fake-nodes N]
+Pods on the fake nodes are only reported Running (tests/cluster/fakekubelet.py). With `real_node`
+(`--real-node`) a real kubelet + containerd + runc node named `localhost` joins too and runs them
+for real (tests/cluster/realnode.py); while it is there, the fake nodes are tainted NoSchedule.
+
+    python tests/cluster/launcher.py up   --dir D [--audit] [--fake-nodes N] [--real-node [--image I]...]
     python tests/cluster/launcher.py down --dir D
+    python tests/cluster/launcher.py host-volume PATH   # a hostPath PV directory, workspaces/ owned by 1000
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +47,7 @@ def log(msg: str) -> None:
     print(f"[cluster] {msg}", file=sys.stderr, flush=True)
 
 
+@functools.cache
 def binary_dir() -> Path:
     """The directory holding the control-plane binaries, building them on first use."""
     assets = os.environ.get("KUBEBUILDER_ASSETS")
@@ -103,6 +111,8 @@ class Cluster:
     dir: Path
     server: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    node: str = ""  # the real node's name ("localhost"), "" without one
+    pod_subnet: str = ""  # the real node's pod subnet (on its own bridge), e.g. "10.244.100.0/24"
 
     @property
     def kubeconfig(self) -> Path:
@@ -133,12 +143,14 @@ class Cluster:
         return path
 
     def save(self) -> None:
-        (self.dir / "state.json").write_text(json.dumps({"server": self.server, "pids": self.pids}))
+        (self.dir / "state.json").write_text(json.dumps({"server": self.server, "pids": self.pids,
+                                                         "node": self.node, "pod_subnet": self.pod_subnet}))
 
     @classmethod
     def load(cls, d: Path) -> Cluster:
         state = json.loads((d / "state.json").read_text())
-        return cls(dir=d, server=state["server"], pids=state["pids"])
+        return cls(dir=d, server=state["server"], pids=state["pids"], node=state.get("node", ""),
+                   pod_subnet=state.get("pod_subnet", ""))
 
 
 def _write_kubeconfig(path: Path, server: str, ca: Path, crt: Path, key: Path, user: str) -> None:
@@ -168,10 +180,28 @@ def _make_pki(pki: Path) -> None:
     adm = _cert(_name("admin", ("system:masters",)), adm_key, ca_name, ca_key, client=True)
     _write_key(adm_key, pki / "admin.key")
     (pki / "admin.crt").write_bytes(adm.public_bytes(serialization.Encoding.PEM))
+    # The apiserver's identity towards kubelets (logs, exec): bound to system:kubelet-api-admin by realnode.
+    kc_key = _key()
+    kc = _cert(_name("kube-apiserver-kubelet-client"), kc_key, ca_name, ca_key, client=True)
+    _write_key(kc_key, pki / "apiserver-kubelet-client.key")
+    (pki / "apiserver-kubelet-client.crt").write_bytes(kc.public_bytes(serialization.Encoding.PEM))
     sa_key = _key()
     _write_key(sa_key, pki / "sa.key")
     (pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def sign_server_cert(pki: Path, prefix: Path, names: tuple[str, ...]) -> tuple[Path, Path]:
+    """A serving certificate for `names` signed by the cluster CA: (prefix.crt, prefix.key)."""
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    key = _key()
+    cert = _cert(_name(names[0]), key, ca_cert.subject, ca_key, server_names=names)
+    crt_path, key_path = prefix.with_suffix(".crt"), prefix.with_suffix(".key")
+    _write_key(key, key_path)
+    crt_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return crt_path, key_path
 
 
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -231,8 +261,14 @@ def _wait_etcd(port: int, proc: subprocess.Popen[bytes], logfile: Path, timeout:
 
 
 def start(d: Path, *, audit: bool = False, attached: bool = False, fake_nodes: int = 1,
-          node_gpus: int = 0, timeout: float = 120) -> Cluster:
-    """Start etcd, kube-apiserver, controller-manager and scheduler; write `d/admin.kubeconfig`."""
+          node_gpus: int = 0, timeout: float = 120, real_node: bool = False,
+          images: Sequence[Path] = ()) -> Cluster:
+    """Start etcd, kube-apiserver, controller-manager and scheduler; write `d/admin.kubeconfig`.
+
+    `real_node`: also a real kubelet + containerd node (realnode.py), Ready and untainted on return,
+    with `images` (OCI layout tars, the pause image among them) imported. `attached`: every process
+    dies with the caller (PR_SET_PDEATHSIG), the real node's containers included.
+    """
     bins = binary_dir()
     for b in BINARIES:
         if not (bins / b).exists():
@@ -269,7 +305,13 @@ def start(d: Path, *, audit: bool = False, attached: bool = False, fake_nodes: i
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.0.0.0/16", "--allow-privileged=true",
-            "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+            "--disable-admission-plugins=ServiceAccount",
+            # Kubelets (the real node's) are reached by name only: `localhost`, never another address of
+            # this host; the apiserver checks their serving certificate and shows them its own client one.
+            "--kubelet-preferred-address-types=Hostname", f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--enable-priority-and-fairness=false", "--max-requests-inflight=2000",
             "--max-mutating-requests-inflight=1000",
         ]
@@ -308,20 +350,39 @@ def start(d: Path, *, audit: bool = False, attached: bool = False, fake_nodes: i
         c.save()
         if fake_nodes:
             import fakekubelet
-            fakekubelet.register_nodes(c.kubeconfig, fake_nodes, gpus=node_gpus)
+            fakekubelet.register_nodes(c.kubeconfig, fake_nodes, gpus=node_gpus, schedulable=not real_node)
             kl = _spawn("fake-kubelet", [sys.executable, str(HERE / "fakekubelet.py"), str(c.kubeconfig)],
                         logs, attached)
             c.pids["fake-kubelet"] = kl.pid
             c.save()
+        if real_node:
+            import realnode
+            node = realnode.start(c, images=images, attached=attached, timeout=timeout)
+            c.node, c.pod_subnet = node.name, node.subnet
+            c.save()
         return c
     except BaseException:
+        if real_node:
+            import realnode
+            realnode.stop(d / "node")
         for p in procs:
             p.kill()
         raise
 
 
+def _gone(pid: int) -> bool:
+    """No such process, or only a zombie (after `up`, the processes' parent is PID 1, which reaps when it likes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
 def stop(d: Path) -> None:
-    """Stop every process of the control plane at `d` (TERM, then KILL), leaving nothing behind."""
+    """Stop the real node (if any), then every process of the control plane at `d` (TERM, then KILL)."""
+    if (d / "node" / "node.json").exists():
+        import realnode
+        realnode.stop(d / "node")
     try:
         c = Cluster.load(d)
     except FileNotFoundError:
@@ -333,13 +394,11 @@ def stop(d: Path) -> None:
             continue
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.1)
+            if _gone(pid):
+                break
+            time.sleep(0.05)
         else:
             log(f"{name} (pid {pid}) ignored SIGTERM; killing")
             with contextlib.suppress(ProcessLookupError):
@@ -349,12 +408,18 @@ def stop(d: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down", "binaries", "user"])
-    ap.add_argument("name", nargs="?", help="with `user`: the user name (prints its kubeconfig path)")
+    ap.add_argument("action", choices=["up", "down", "binaries", "user", "host-volume"])
+    ap.add_argument("name", nargs="?", help="with `user`: the user name (prints its kubeconfig path); "
+                                            "with `host-volume`: the directory")
     ap.add_argument("--dir", type=Path, default=Path(".cluster"))
     ap.add_argument("--audit", action="store_true", help="write an audit log of every request (Metadata level)")
     ap.add_argument("--fake-nodes", type=int, default=1, help="fake nodes whose pods are made Ready")
     ap.add_argument("--node-gpus", type=int, default=0, help="allocatable nvidia.com/gpu per fake node")
+    ap.add_argument("--real-node", action="store_true",
+                    help="also a real node (kubelet + containerd) named localhost that runs the pods")
+    ap.add_argument("--image", action="append", default=[], metavar="NAME|TAR",
+                    help="with --real-node: an image to import, a tar or a name from tests/cluster/images/build.py "
+                         "(pause, jupyterlab, vscode); default: all of them (built on first use)")
     a = ap.parse_args()
     if a.action == "binaries":
         print(binary_dir())
@@ -362,21 +427,40 @@ def main() -> int:
     if a.action == "user":
         print(Cluster.load(a.dir.resolve()).user_kubeconfig(a.name))
         return 0
+    if a.action == "host-volume":
+        import realnode
+        print(realnode.make_host_volume(Path(a.name).resolve()))
+        return 0
     if a.action == "down":
         stop(a.dir.resolve())
         log(f"stopped the control plane in {a.dir}")
         return 0
     log("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler (first run builds them)")
     try:
-        c = start(a.dir, audit=a.audit, fake_nodes=a.fake_nodes, node_gpus=a.node_gpus)
+        tars = _image_tars(a.image) if a.real_node else []
+        c = start(a.dir, audit=a.audit, fake_nodes=a.fake_nodes, node_gpus=a.node_gpus, real_node=a.real_node,
+                  images=tars)
     except (RuntimeError, subprocess.CalledProcessError) as e:
         log(f"error: {e}")
         return 1
     log(f"control plane ready at {c.server}; stop it with `make cluster-down`")
+    if c.node:
+        log(f"real node {c.node} Ready, pods on {c.pod_subnet}; logs in {c.dir / 'logs'}")
     print(f"export KUBECONFIG={c.kubeconfig}")
     return 0
 
 
+def _image_tars(wanted: list[str]) -> list[Path]:
+    """OCI tars for --image values (paths, or names built by images/build.py); the pause image always."""
+    from images import build as images
+
+    names = [w for w in wanted if not w.endswith(".tar")]
+    tars = [Path(w).resolve() for w in wanted if w.endswith(".tar")]
+    built = images.build(None if not wanted else ["pause", *names])
+    return [*built.values(), *tars]
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
+    sys.modules.setdefault("launcher", sys.modules[__name__])  # realnode imports this module by name
     sys.exit(main())
