@@ -225,8 +225,8 @@ def test_plan_validates_with_the_actor_then_posts_a_dry_run() -> None:
     checkout = jobs(doc)["validate"]["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0
     plan = step(doc, "plan", "Plan")
-    assert "reconcile --dry-run --output markdown --comment" in plan["run"]
-    assert plan["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
+    assert "python -m reconciler --dry-run --output markdown --comment" in plan["run"]
+    assert plan["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "RECONCILE_DEBUG": "1"}
     assert jobs(doc)["plan"]["steps"][0]["with"]["fetch-depth"] == 0
 
 
