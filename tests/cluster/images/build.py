@@ -354,13 +354,21 @@ def import_images(ctr: str, address: str, tars: list[Path], namespace: str = "k8
     """Import OCI layout tars into the containerd at `address` (its socket) with `ctr images import`.
 
     Each registers under the full name in its index (io.containerd.image.name) and is unpacked for the
-    default snapshotter, so the kubelet finds it without pulling.
+    default snapshotter, so the kubelet finds it without pulling. Raises if a name is not registered after.
     """
+    base = [ctr, "--address", address, "--namespace", namespace]
+    expected: list[str] = []
     for tar in tars:
         start = time.monotonic()
-        cmd = [ctr, "--address", address, "--namespace", namespace, "images", "import"]
-        run([*cmd, str(tar)], quiet=True)
+        run([*base, "images", "import", str(tar)], quiet=True)
+        manifests = oci.read_index(tar)["manifests"]
+        assert isinstance(manifests, list)
+        expected += [m["annotations"][oci.ANNOTATION_CONTAINERD_NAME] for m in manifests]
         log(f"imported {tar.name} in {time.monotonic() - start:.0f}s")
+    listed = subprocess.run([*base, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout.split()
+    missing = sorted(set(expected) - set(listed))
+    if missing:
+        raise RuntimeError(f"containerd at {address} did not register {missing} (it lists {listed})")
 
 
 def main(argv: list[str] | None = None) -> int:
