@@ -51,6 +51,7 @@ cluster: venv binaries
 	@$(BIN)/python tests/cluster/launcher.py up --dir $(CLUSTER_DIR)
 
 cluster-down: venv
+	@$(BIN)/python tests/cluster/ingress.py down --dir $(CLUSTER_DIR)/ingress
 	@$(BIN)/python tests/cluster/launcher.py down --dir $(CLUSTER_DIR)
 
 demo: venv binaries images

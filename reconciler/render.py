@@ -28,7 +28,8 @@ INIT_RESOURCES = {"cpu": "100m", "memory": "64Mi"}
 GPU_RESOURCE = "nvidia.com/gpu"
 INGRESS_ANNOTATIONS = {
     # ingress-nginx cuts request bodies at 1 MiB (a notebook upload) and idle WebSockets at 60 s (the
-    # IDE's connection); controllers that have no such limits (Traefik) ignore these keys.
+    # IDE's connection); other controllers ignore these keys (Traefik's 60 s request read timeout is
+    # an entrypoint setting, not an annotation: see docs/CLUSTER.md).
     "nginx.ingress.kubernetes.io/proxy-body-size": "0",
     "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
     "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",

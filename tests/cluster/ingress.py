@@ -336,14 +336,20 @@ def _alive(pid: int) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "down", "build"])
+    ap.add_argument("action", choices=["up", "down", "build", "grant"])
     ap.add_argument("--dir", type=Path, default=Path(".ingress"))
     ap.add_argument("--kubeconfig", type=Path, help="with `up`: the kubeconfig Traefik watches the cluster with")
     ap.add_argument("--host", action="append", help=f"certificate name (repeatable; default {' '.join(DEFAULT_HOSTS)})")
     ap.add_argument("--port", type=int, help="HTTPS port on 127.0.0.1 (default: a free one)")
+    ap.add_argument("--user", help="with `grant`: the user to bind to Traefik's ClusterRole (--kubeconfig: an admin's)")
     a = ap.parse_args()
     if a.action == "build":
         print(build())
+        return 0
+    if a.action == "grant":
+        if a.kubeconfig is None or not a.user:
+            ap.error("grant needs --kubeconfig (an admin's) and --user")
+        grant(a.kubeconfig, a.user)
         return 0
     if a.action == "down":
         stop(a.dir)

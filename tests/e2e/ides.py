@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import subprocess
+import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,16 +51,14 @@ class Response:
 def curl(ingress: Ingress, url: str, *args: str, timeout: float = 30) -> Response:
     """One request to `url` through the ingress, TLS verified against its CA."""
     host = urllib.parse.urlsplit(url).hostname
-    argv = ["curl", "-sS", "--max-time", str(timeout), "--cacert", str(ingress.ca_cert),
-            "--connect-to", f"{host}:443:127.0.0.1:{ingress.port}", "-D", "-", "-o", "-",
-            "-w", "\n%{http_code}", *args, url]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
-    assert p.returncode == 0, f"curl {url} failed ({p.returncode}): {p.stderr}"
-    out, _, code = p.stdout.rpartition("\n")
-    headers, _, body = out.partition("\r\n\r\n")
-    while re.match(r"HTTP/\S+ 1\d\d", headers):  # 100 Continue before the real answer
-        headers, _, body = body.partition("\r\n\r\n")
-    return Response(int(code), headers, body)
+    with tempfile.TemporaryDirectory() as tmp:
+        headers, body = Path(tmp) / "headers", Path(tmp) / "body"
+        argv = ["curl", "-sS", "--max-time", str(timeout), "--cacert", str(ingress.ca_cert),
+                "--connect-to", f"{host}:443:127.0.0.1:{ingress.port}", "-D", str(headers), "-o", str(body),
+                "-w", "%{http_code}", *args, url]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10)
+        assert p.returncode == 0, f"curl {url} failed ({p.returncode}): {p.stderr}"
+        return Response(int(p.stdout.strip()), headers.read_text(errors="replace"), body.read_text(errors="replace"))
 
 
 def base(url: str) -> str:
