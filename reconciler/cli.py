@@ -164,8 +164,9 @@ def main(ctx: click.Context, /, **options: Any) -> int:
         _pass_options_down(ctx, options)
         return EXIT_OK
     commands = set(ctx.command.commands) if isinstance(ctx.command, click.Group) else set()
-    if set(options["adopt"]) & commands:
-        raise click.UsageError("--adopt takes a workspace name, not a subcommand (put --adopt after it)", ctx)
+    clash = sorted(set(options["adopt"]) & commands)
+    if clash:
+        raise click.UsageError(f"--adopt takes a workspace name, not the subcommand {clash[0]!r}", ctx)
     run = RunOptions(**options)
     try:
         return _reconcile(run)
