@@ -5,9 +5,10 @@ Reads live state with one LIST per kind, writes with server-side apply (field ma
 Lease, waits for readiness and reports status. Every API failure becomes a ClusterError or
 LockError here, once, with the object's identity first.
 
-Requests go through the official client's connection pool and authentication, but bodies are
+Requests go through the official client's public `ApiClient.param_serialize` and `call_api`
+(its connection pool, TLS, proxy and authentication, token refresh included), but answers are
 read with `json.loads` instead of the typed models (much faster on large LISTs) and writes are
-raw `application/apply-patch+yaml` PATCHes; no API discovery is run.
+`application/apply-patch+yaml` PATCHes of plain dicts; no API discovery is run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from typing import Any
 
 import urllib3
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from reconciler.errors import ClusterError, LockError
@@ -89,10 +90,7 @@ class Cluster:
         self.opts = opts or ClusterOptions()
         self._api = _api_client(self.opts)
         self._host = self._api.configuration.host.rstrip("/")
-        # The client's own pool (TLS, client certs, proxy) without its body handling: we send
-        # exact bytes (apply-patch+yaml) and read JSON ourselves.
-        self._pool = self._api.rest_client.pool_manager
-        self._timeout = urllib3.Timeout(connect=5, read=self.opts.request_timeout)
+        self._timeout = (5.0, self.opts.request_timeout)  # (connect, read)
         self.requests = 0
         # Set while a Lease is held: checked before every attempt of every object write, so nothing
         # is written once the Lease may belong to another run.
@@ -105,29 +103,17 @@ class Cluster:
         self.transport_error: str | None = None
 
     # --- transport ---------------------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        cfg = self._api.configuration
-        if cfg.refresh_api_key_hook is not None:
-            cfg.refresh_api_key_hook(cfg)
-        headers = {"Accept": "application/json", "User-Agent": "workspace-reconciler/0.1"}
-        for auth in cfg.auth_settings().values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[auth["key"]] = auth["value"]
-        return headers
-
     def request(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
                 content_type: str = "application/json", what: str = "", write: bool = False) -> Json:
         """One API call; retries transient failures (429, 5xx, connection errors) with backoff.
 
-        `write`: an object write, sent only while the Lease is held (see `fence`)."""
-        url = self._host + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        headers = self._headers()
-        data = None
+        Sent through the client's public ``ApiClient.param_serialize`` / ``call_api`` (its auth,
+        token refresh, TLS, proxy and connection pool), and read as raw JSON bytes: no typed
+        models. `write`: an object write, sent only while the Lease is held (see `fence`)."""
+        headers = {"Accept": "application/json"}
+        if body is None and method == "DELETE":
+            body = {}
         if body is not None:
-            data = json.dumps(body, separators=(",", ":")).encode()
-            headers["Content-Type"] = content_type
-        elif method in ("POST", "PUT", "PATCH", "DELETE"):
-            data = b"{}" if method == "DELETE" else b""
             headers["Content-Type"] = content_type
         what = what or f"{method} {path}"
         delay = 0.5
@@ -139,12 +125,18 @@ class Cluster:
                 self.fence()
             self.requests += 1
             try:
-                r = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
-                raw = r.data
-            except (urllib3.exceptions.HTTPError, OSError) as e:
+                verb, url, sent_headers, payload, _ = self._api.param_serialize(
+                    method, path, query_params=list(query.items()) if query else None,
+                    header_params=dict(headers), body=body, auth_settings=["BearerToken"])
+                r = self._api.call_api(verb, url, header_params=sent_headers, body=payload,
+                                       _request_timeout=self._timeout)
+                raw = r.read()  # type: ignore[no-untyped-call]
+            except (urllib3.exceptions.HTTPError, OSError, ApiException) as e:
+                if isinstance(e, ApiException) and e.status:  # not a transport failure: never expected here
+                    raise
                 self.transport_error = f"cannot reach the API server at {self._host}: {_short(e)}"
                 if last:
-                    self._unreachable = f"cannot reach the API server at {self._host}: {_short(e)}"
+                    self._unreachable = self.transport_error
                     raise ClusterError(f"{what}: {self._unreachable}") from None
                 time.sleep(delay)
                 delay *= 2
@@ -539,22 +531,23 @@ def _run_all(ops: list[Callable[[], object]]) -> None:
 
 
 def _api_client(opts: ClusterOptions) -> client.ApiClient:
+    """An ApiClient from the kubeconfig (or in-cluster config), configured before it is built:
+    a pool sized for the write workers, and no urllib3 retries (ours count and back off)."""
+    cfg = client.Configuration()
     try:
         if opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
-            api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=opts.kubeconfig, context=opts.context)
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=opts.kubeconfig, context=opts.context, client_configuration=cfg)
         else:
-            cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            api = client.ApiClient(cfg)
     except (ConfigException, OSError, ValueError, TypeError) as e:
         where = opts.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         raise ClusterError(f"cannot load kubeconfig {where}"
                            f"{' context ' + opts.context if opts.context else ''}: {_short(e)}") from None
-    pool = max(opts.workers * 2, 10)
-    api.configuration.connection_pool_maxsize = pool
-    api.configuration.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0)
-    api.rest_client = type(api.rest_client)(api.configuration)
+    cfg.connection_pool_maxsize = max(opts.workers * 2, 10)
+    cfg.retries = urllib3.util.Retry(total=0, connect=0, read=0, redirect=0)
+    api = client.ApiClient(cfg)
+    api.user_agent = "workspace-reconciler/0.1"
     return api
 
 

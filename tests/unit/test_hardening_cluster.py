@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -252,3 +253,45 @@ def test_a_lease_renewed_by_a_runner_whose_clock_is_behind_is_never_taken(api: F
     finally:
         stop.set()
     assert "is held by 'live-run'" in str(held.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Public API of the kubernetes client only
+
+
+def test_cluster_uses_no_private_internals_of_the_kubernetes_client() -> None:
+    source = (Path(__file__).resolve().parents[2] / "reconciler" / "cluster.py").read_text(encoding="utf-8")
+    for private in ("rest_client", "pool_manager", "RESTClientObject", "auth_settings(", "refresh_api_key_hook",
+                    "new_client_from_config"):
+        assert private not in source, private
+
+
+def test_requests_carry_the_kubeconfigs_credentials_from_an_exec_plugin(api: FakeAPI, tmp_path: Path) -> None:
+    plugin = tmp_path / "credential-plugin.sh"
+    plugin.write_text('#!/bin/sh\necho \'{"apiVersion": "client.authentication.k8s.io/v1", '
+                      '"kind": "ExecCredential", "status": {"token": "exec-token-123"}}\'\n', encoding="utf-8")
+    plugin.chmod(0o755)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": api.url}}],
+        "users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                                  "command": str(plugin), "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}), encoding="utf-8")
+    c = Cluster("lab", ClusterOptions(kubeconfig=str(kubeconfig), retries=0))
+    c.read_live([], gpu_check=False)
+    headers = [{k.lower(): v for k, v in s.headers.items()} for s in api.seen]
+    assert {h.get("authorization") for h in headers} == {"Bearer exec-token-123"}
+    assert {h.get("user-agent") for h in headers} == {"workspace-reconciler/0.1"}
+    assert c.requests == 3, "one LIST per kind, nothing else (no discovery)"
+
+
+def test_an_apply_is_one_apply_patch_with_the_field_manager_and_a_json_body(api: FakeAPI, tmp_path: Path) -> None:
+    api.route("PATCH", "/api/v1/namespaces/lab/services/x", lambda seen: (200, seen.body))
+    c = cluster(api, tmp_path, "lab")
+    obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": 80}]}}
+    assert c.server_side_apply(obj) == obj
+    (seen,) = [s for s in api.seen if s.method == "PATCH"]
+    assert seen.headers["Content-Type"] == "application/apply-patch+yaml"
+    assert sorted(seen.query.split("&")) == ["fieldManager=workspace-reconciler", "force=true"]
+    assert seen.body == obj
