@@ -94,9 +94,9 @@ def code_server_login(ingress: Ingress, url: str, password: str) -> Response:
 
 
 LOGIN = {
-    # tool: (the submit button of its login page, what shows once logged in)
-    "jupyterlab": ("#login_submit, button[type=submit]", ".jp-Launcher"),
-    "vscode": ("input[type=submit], button[type=submit], .submit", ".monaco-workbench"),
+    # tool: (its login page's password field, its submit button, what shows once logged in)
+    "jupyterlab": ("#password_input", "#login_submit", ".jp-Launcher"),
+    "vscode": ("input[type=password]", "input[type=submit], button[type=submit], .submit", ".monaco-workbench"),
 }
 
 
@@ -115,8 +115,8 @@ def _login_page(ingress: Ingress, url: str, tool: str, secret: str) -> Iterator[
             context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
             page = context.new_page()
             page.goto(url, timeout=60_000)
-            page.locator("input[type=password]").fill(secret)
-            page.locator(LOGIN[tool][0]).first.click()
+            page.locator(LOGIN[tool][0]).fill(secret)
+            page.locator(LOGIN[tool][1]).first.click()
             yield page
         finally:
             browser.close()
@@ -130,7 +130,7 @@ def browser_login(ingress: Ingress, url: str, tool: str, secret: str, screenshot
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     with _login_page(ingress, url, tool, secret) as page:
         try:
-            page.locator(LOGIN[tool][1]).first.wait_for(state="visible", timeout=90_000)
+            page.locator(LOGIN[tool][2]).first.wait_for(state="visible", timeout=90_000)
         except Exception as e:
             page.screenshot(path=str(screenshot.with_suffix(".failed.png")))
             raise AssertionError(f"{tool} at {url} did not open after login; the page says: "
@@ -145,6 +145,6 @@ def browser_login_refused(ingress: Ingress, url: str, tool: str, secret: str) ->
     with _login_page(ingress, url, tool, secret) as page:
         page.wait_for_load_state("networkidle", timeout=30_000)
         page.wait_for_timeout(2_000)
-        assert page.locator(LOGIN[tool][1]).count() == 0, f"{tool} opened with a wrong secret"
-        assert page.locator("input[type=password]").count() == 1, "the login page is shown again"
+        assert page.locator(LOGIN[tool][2]).count() == 0, f"{tool} opened with a wrong secret"
+        assert page.locator(LOGIN[tool][0]).count() == 1, "the login page is shown again"
         return page.locator("body").inner_text()
