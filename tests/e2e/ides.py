@@ -148,3 +148,20 @@ def browser_login_refused(ingress: Ingress, url: str, tool: str, secret: str) ->
         assert page.locator(LOGIN[tool][2]).count() == 0, f"{tool} opened with a wrong secret"
         assert page.locator(LOGIN[tool][0]).count() == 1, "the login page is shown again"
         return page.locator("body").inner_text()
+
+
+def browser_console(ingress: Ingress, url: str, token: str, code: str) -> str:
+    """Log in to JupyterLab, open a Python console from the launcher, run `code`; the output it shows.
+
+    The kernel's messages travel over a WebSocket through the ingress: an output proves both ran.
+    """
+    with _login_page(ingress, url, "jupyterlab", token) as page:
+        page.locator('.jp-LauncherCard[data-category="Console"]').first.click(timeout=90_000)
+        prompt = page.locator(".jp-CodeConsole-promptCell .cm-content")
+        prompt.wait_for(state="visible", timeout=60_000)
+        prompt.click()
+        page.keyboard.type(code)
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-CodeConsole-content .jp-OutputArea-output").first
+        output.wait_for(state="visible", timeout=90_000)
+        return output.inner_text()

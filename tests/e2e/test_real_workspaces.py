@@ -167,6 +167,12 @@ def test_chromium_logs_in_at_the_posted_url_and_the_ide_opens(team: Team, tool: 
     assert screenshot.stat().st_size > 10_000, "a screenshot of a painted IDE, not a blank page"
 
 
+def test_python_runs_in_a_jupyterlab_console_over_the_ingress_websocket(team: Team) -> None:
+    posted = team.posted["jupyterlab"]
+    token = team.credential(posted, "jupyterlab")
+    assert ides.browser_console(team.plane.ingress, posted.url, token, "6 * 7").strip() == "42"
+
+
 def test_a_file_made_in_jupyterlab_survives_stop_start_teardown_and_a_new_workspace_sees_it(team: Team) -> None:
     owner, name = EXAMPLES["jupyterlab"]
     posted = team.posted["jupyterlab"]
