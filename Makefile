@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 
-.PHONY: venv system-deps binaries images lint test unit e2e cluster cluster-down demo bench soak clean
+.PHONY: venv lock system-deps binaries images lint test unit e2e cluster cluster-down demo bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# requirements.lock: the runtime dependencies, pinned with hashes, that the workflows install with
+# `pip install --require-hashes` (regenerate after changing pyproject.toml's dependencies).
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" --output-file requirements.lock
 
 # Debian packages of the real node, the image builds and the browser (installs only what is missing).
 system-deps:

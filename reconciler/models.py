@@ -19,7 +19,8 @@ DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-LOGIN = r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+ADMIN = r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(/[a-z0-9][a-z0-9_-]*)?$"
+"""A GitHub login, or a team as `org/team-slug`."""
 # The Kubernetes quantity grammar (k8s.io/apimachinery/pkg/api/resource), without a sign:
 # resource requests are never negative.
 QUANTITY = (
@@ -39,7 +40,7 @@ _DNS1123_RE = re.compile(DNS1123_LABEL)
 _SUBDOMAIN_RE = re.compile(DNS1123_SUBDOMAIN)
 _QUANTITY_RE = re.compile(QUANTITY)
 _ABSOLUTE_PATH_RE = re.compile(ABSOLUTE_PATH)
-_LOGIN_RE = re.compile(LOGIN)
+_ADMIN_RE = re.compile(ADMIN)
 _LOG_PATTERN_RE = re.compile(LOG_PATTERN)
 _IMAGE_RE = re.compile(r"^[^\s]+$")
 _ENV_NAME_RE = re.compile(ENV_NAME)
@@ -93,12 +94,12 @@ def _dns1123_subdomain(value: object) -> str:
     return text
 
 
-def _login(value: object) -> str:
+def _admin(value: object) -> str:
     text = _string(value)
-    if len(text) > 39 or not _LOGIN_RE.fullmatch(text):
+    if len(text) > 140 or not _ADMIN_RE.fullmatch(text) or len(text.split("/")[0]) > 39:
         raise PydanticCustomError(
-            "login",
-            "{value} is not a valid login (letters, digits and '-', at most 39)",
+            "admin",
+            "{value} is not a GitHub login or team: use a login, or org/team-slug (lower-case slug)",
             {"value": quote(text)},
         )
     return text
@@ -197,7 +198,7 @@ Name = Annotated[str, PlainValidator(_dns1035_label), _schema(DNS1035_LABEL, 63)
 """A DNS-1035 label: what a Service name must be."""
 Label = Annotated[str, PlainValidator(_dns1123_label), _schema(DNS1123_LABEL, 63)]
 Subdomain = Annotated[str, PlainValidator(_dns1123_subdomain), _schema(DNS1123_SUBDOMAIN, 253)]
-Login = Annotated[str, PlainValidator(_login), _schema(LOGIN, 39)]
+Admin = Annotated[str, PlainValidator(_admin), _schema(ADMIN, 140)]
 Owner = Annotated[str, PlainValidator(_owner), _schema(DNS1123_LABEL, 39)]
 AbsolutePath = Annotated[str, PlainValidator(_absolute_path), _schema(ABSOLUTE_PATH, 1024)]
 MountPath = Annotated[str, PlainValidator(_mount_path), _schema(ABSOLUTE_PATH, 1024)]
@@ -348,7 +349,10 @@ class ProjectSpec(_Model):
         default=True, alias="ownerPrefix", description='Workspace names must start with "<owner>-".'
     )
     hints: Literal["kubectl", "runai"] = Field(default="kubectl", description="The CLI that credential hints use.")
-    admins: list[Login] = Field(default=[], description="Logins allowed to change any workspace file.")
+    admins: list[Admin] = Field(
+        default=[],
+        description="GitHub logins or teams (org/team-slug) allowed to change any file of the repository.",
+    )
     quota: Quota | None = None
 
 

@@ -218,3 +218,22 @@ def test_a_missing_repo_directory_is_one_error(tmp_path: Path) -> None:
 def test_the_example_content_of_this_repository_validates() -> None:
     repo = load_repo(DATA.parents[1])
     assert sorted(repo.workspaces) == ["jane-doe-vscode", "john-tan-jupyterlab"]
+
+
+@pytest.mark.parametrize("admins", [["carol"], ["aisg/platform-team"], ["Carol-1", "aisg/mlops_admins"]])
+def test_admins_may_be_logins_or_github_teams(write: Callable[[str, str], Path], base_repo: Path,
+                                              admins: list[str]) -> None:
+    project = (base_repo / "project.yaml").read_text()
+    write("project.yaml", project + f"  admins: {admins}\n")
+    assert load_repo(base_repo).project.spec.admins == admins
+
+
+@pytest.mark.parametrize("admin", ["a/b/c", "aisg/Team", "-carol", "aisg/"])
+def test_an_admin_that_is_neither_a_login_nor_a_team_is_an_error_at_its_line(
+    write: Callable[[str, str], Path], base_repo: Path, admin: str
+) -> None:
+    project = (base_repo / "project.yaml").read_text()
+    write("project.yaml", project + f"  admins: ['{admin}']\n")
+    (error,) = _errors(base_repo)
+    assert error.path == "project.yaml" and error.line > 1
+    assert "is not a GitHub login or team" in error.message
