@@ -1,0 +1,80 @@
+"""What to run (the environment's knobs), the targets, the measured keys, and logging."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PY = sys.executable
+
+UA_RECONCILER = "workspace-reconciler"
+UA_KUBECTL = "kubectl"
+UA_HARNESS = "workspace-gitops-bench/0.1"
+"""The harness's own requests (setup, teardown, settling, the audit marker): never counted."""
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+COMMAND_TIMEOUT = 1800.0
+
+# Target thresholds (issue "Performance", at 1,000 workspaces).
+TARGET_PLAN_SPEEDUP = 10.0
+TARGET_PLAN_REQUESTS = 10
+TARGET_APPLY_SPEEDUP = 2.0
+TARGET_VALIDATE_S = 1.0
+TARGET_RSS_MB = 300.0
+TARGET_GROWTH_SLACK = 1.25
+"""'About linear': time(N)/time(small) may exceed N/small by at most this factor."""
+
+TIMED = (
+    "startup_s", "validate_s", "render_s", "plan_empty_s", "apply_create_s", "kubectl_apply_create_s",
+    "plan_noop_s", "kubectl_diff_noop_s", "apply_noop_s", "plan_one_change_s",
+)
+COUNTED = (
+    "plan_empty_requests", "apply_create_requests", "apply_create_write_requests",
+    "kubectl_apply_create_requests", "plan_noop_requests", "kubectl_diff_noop_requests",
+    "apply_noop_requests", "apply_noop_write_requests", "plan_one_change_requests",
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    """A measurement that could not be taken (the command failed or said something unexpected)."""
+
+
+@dataclass
+class Config:
+    """What to run, from the environment."""
+
+    workspaces: int
+    sizes: list[int]
+    runs: int
+    profile: bool
+    keep: bool
+
+    @classmethod
+    def from_env(cls) -> Config:
+        raw_sizes = os.environ.get("BENCH_SIZES", "").strip()
+        explicit_n = os.environ.get("BENCH_WORKSPACES", "").strip()
+        sizes = sorted({int(s) for s in re.split(r"[,\s]+", raw_sizes) if s}) if raw_sizes else []
+        if explicit_n:
+            n = int(explicit_n)
+        elif sizes:
+            n = max(sizes)
+        else:
+            n = 1000
+        if not sizes:
+            sizes = sorted({min(100, n), n})
+        sizes = sorted(set(sizes) | {n})
+        runs = int(os.environ.get("BENCH_RUNS", "3"))
+        if n < 1 or min(sizes) < 1 or runs < 1:
+            raise SystemExit("BENCH_WORKSPACES, BENCH_SIZES and BENCH_RUNS must be positive")
+        return cls(workspaces=n, sizes=sizes, runs=runs,
+                   profile=os.environ.get("BENCH_PROFILE", "1") not in ("0", "", "false", "no"),
+                   keep=os.environ.get("BENCH_KEEP", "0") not in ("0", "", "false", "no"))

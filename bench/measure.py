@@ -1,0 +1,315 @@
+"""The measurements: one control plane, every size, every run, and what each command must print."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.audit import Audit
+from bench.config import BENCH, UA_KUBECTL, UA_RECONCILER, WRITE_VERBS, BenchError, Config, log
+from bench.kube import Admin, create_namespaces, delete_namespaces
+from bench.repo import CHANGED_BLOCK, GeneratedRepo, generate_repo
+from bench.runner import Ran, cpu_seconds, kubectl_argv, reconcile_argv, run
+from bench.samples import SizeResult
+
+
+def settle(admin: Admin, audit: Audit, ns: str, pods: int, timeout: float = 300) -> None:
+    """After a create: wait for the controller-manager's Pods, then for the apiserver to go quiet."""
+    start = time.monotonic()
+    while pods and admin.count_pods(ns) < pods:
+        if time.monotonic() > start + timeout:
+            log(f"warning: fewer than {pods} pods in {ns} after {timeout:.0f}s")
+            break
+        time.sleep(0.5)
+    log(f"  {pods} pods in {ns} after {time.monotonic() - start:.1f}s")
+    audit.quiet()
+
+
+def plan_json(r: Ran, what: str) -> dict[str, Any]:
+    if r.rc != 0:
+        raise BenchError(f"{what} exited {r.rc}: {r.tail()}")
+    try:
+        doc = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        raise BenchError(f"{what} did not print one JSON object: {r.stdout[:300]!r}") from None
+    if not isinstance(doc, dict) or "summary" not in doc:
+        raise BenchError(f"{what}: JSON without a summary: {r.stdout[:300]!r}")
+    return doc
+
+
+def changes(summary: dict[str, int]) -> int:
+    return sum(int(summary.get(k, 0)) for k in ("create", "update", "delete", "conflict"))
+
+
+def first_diffs(doc: dict[str, Any], action: str = "update", limit: int = 3) -> str:
+    """The first field diffs of the first workspace with `action`, to say what an unexpected change was."""
+    for w in doc.get("workspaces") or []:
+        if w.get("action") != action:
+            continue
+        diffs = [f"{o.get('kind')}: {d.get('path')}: {d.get('live')!r} -> {d.get('desired')!r}"
+                 for o in w.get("objects") or [] for d in o.get("diff") or []]
+        return f"e.g. {w.get('name')}: " + ("; ".join(diffs[:limit]) or "(no field diff given)")
+    return ""
+
+
+class Bench:
+    """One control plane, every size, every run."""
+
+    def __init__(self, cfg: Config, work: Path, kubeconfig: Path, audit_log: Path, kubectl: Path,
+                 pids: dict[str, int]) -> None:
+        self.cfg = cfg
+        self.server_pids = [pids[k] for k in ("kube-apiserver", "etcd") if k in pids]
+        self.controller_pids = [pids[k] for k in ("kube-controller-manager", "kube-scheduler") if k in pids]
+        self.work = work
+        self.kc = kubeconfig
+        self.admin = Admin(kubeconfig)
+        self.audit = Audit(audit_log, self.admin.probe)
+        self.kubectl = kubectl
+        self.kubectl_cache = work / "kubectl-cache"
+        self.results: dict[int, SizeResult] = {}
+        self.profiles: dict[str, Path] = {}
+
+    # -- helpers
+    def timed(self, res: SizeResult, key: str, argv: list[str], agent: str | None) -> tuple[Ran, Counter[str]]:
+        """Run one measured command: wall time, its requests in the audit log, CPU on both sides."""
+        start = self.audit.pos()
+        server0, ctl0 = cpu_seconds(self.server_pids), cpu_seconds(self.controller_pids)
+        r = run(argv, cwd=self.work)
+        server, ctl = cpu_seconds(self.server_pids) - server0, cpu_seconds(self.controller_pids) - ctl0
+        res.cpu.setdefault(key, []).append((r.cpu_s, server, ctl))
+        return r, (self.audit.verbs(start, agent) if agent else Counter())
+
+    def reconciler(self, res: SizeResult, key: str, *args: str, kube: bool = True) -> tuple[Ran, Counter[str]]:
+        argv = reconcile_argv(*args, *(["--kubeconfig", str(self.kc)] if kube else []))
+        r, verbs = self.timed(res, key, argv, UA_RECONCILER if kube else None)
+        res.rss(key, r.maxrss_mb)
+        if "Traceback" in r.stderr:
+            res.note(f"`{key}`: the reconciler printed a traceback: {r.tail(300)}")
+        return r, verbs
+
+    def kubectl_run(self, res: SizeResult, key: str, *args: str) -> tuple[Ran, Counter[str]]:
+        argv = kubectl_argv(self.kubectl, self.kc, self.kubectl_cache, *args)
+        return self.timed(res, key, argv, UA_KUBECTL)
+
+    def measure(self, res: SizeResult, what: str, fn: Callable[[], None]) -> bool:
+        try:
+            fn()
+            return True
+        except BenchError as e:
+            res.error(f"n={res.n} {what}: {e}")
+            return False
+
+    # -- one size
+    def size(self, n: int) -> SizeResult:
+        res = SizeResult(n)
+        self.results[n] = res
+        repo = generate_repo(self.work / f"repo-{n}", n)
+        log(f"n={n}: generated {n} workspace files ({repo.changed} use {CHANGED_BLOCK}) in {repo.path}")
+        namespaces = [ns for i in range(1, self.cfg.runs + 1) for ns in self.run_namespaces(n, i)]
+        if self.cfg.profile and n == self.cfg.workspaces:
+            namespaces.append(self.profile_namespace(n))
+        create_namespaces(self.admin, namespaces)
+        self.audit.quiet()
+        for i in range(1, self.cfg.runs + 1):
+            log(f"n={n}: run {i}/{self.cfg.runs}")
+            self.one_run(res, repo, i)
+        return res
+
+    @staticmethod
+    def run_namespaces(n: int, i: int) -> tuple[str, str]:
+        return f"bench-{n}-r{i}", f"bench-{n}-r{i}-kubectl"
+
+    @staticmethod
+    def profile_namespace(n: int) -> str:
+        return f"bench-{n}-profile"
+
+    def one_run(self, res: SizeResult, repo: GeneratedRepo, i: int) -> None:
+        n = repo.n
+        ns_r, ns_k = self.run_namespaces(n, i)
+        render_dir = self.work / f"render-{n}-{i}"
+
+        def startup() -> None:
+            r, _ = self.reconciler(res, "startup_s", "--version", kube=False)
+            if r.rc != 0:
+                raise BenchError(f"reconcile --version exited {r.rc}: {r.tail()}")
+            res.time("startup_s", r.seconds)
+
+        def validate() -> None:
+            r, _ = self.reconciler(res, "validate_s", "validate", "--repo", str(repo.path), kube=False)
+            if r.rc != 0:
+                raise BenchError(f"validate exited {r.rc}: {r.tail()}")
+            res.time("validate_s", r.seconds)
+            log(f"  validate            {r.seconds:7.2f}s  {r.maxrss_mb:6.0f} MB")
+
+        def render() -> None:
+            repo.set_namespace(ns_k)
+            try:
+                r, _ = self.reconciler(res, "render_s", "render", "--repo", str(repo.path),
+                                       "--output-dir", str(render_dir), kube=False)
+            finally:
+                repo.set_namespace(ns_r)
+            if r.rc != 0:
+                raise BenchError(f"render exited {r.rc}: {r.tail()}")
+            files = sorted(render_dir.glob("*.yaml"))
+            res.objects = len(files)
+            res.time("render_s", r.seconds)
+            wrong = [f.name for f in files if f"\n  namespace: {ns_k}\n" not in f.read_text()]
+            if wrong:
+                raise BenchError(f"rendered objects without metadata.namespace {ns_k}: {wrong[:3]}")
+            log(f"  render              {r.seconds:7.2f}s  ({len(files)} objects)")
+
+        self.measure(res, "startup", startup)
+        self.measure(res, "validate", validate)
+        rendered = self.measure(res, "render", render)
+
+        # Alternate which tool goes first, so neither always meets a colder or busier apiserver.
+        blocks: list[Callable[[], None]] = [
+            lambda: self.reconciler_block(res, repo, ns_r),
+            lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None]
+        for block in (blocks if i % 2 else blocks[::-1]):
+            block()
+        # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait for namespaces.
+        log(f"  deleting namespaces {ns_r}, {ns_k}")
+        delete_namespaces(self.admin, [ns_r, ns_k])
+        shutil.rmtree(render_dir, ignore_errors=True)
+        self.audit.quiet()
+
+    def reconciler_block(self, res: SizeResult, repo: GeneratedRepo, ns: str) -> None:
+        n = repo.n
+        repo.set_namespace(ns)
+        base = ["--repo", str(repo.path), "--output", "json"]
+
+        def plan_empty() -> None:
+            r, verbs = self.reconciler(res, "plan_empty_s", *base, "--dry-run")
+            doc = plan_json(r, "plan (empty namespace)")
+            if int(doc["summary"].get("create", 0)) != n:
+                res.note(f"plan against an empty namespace: summary {doc['summary']} (expected create={n})")
+            res.time("plan_empty_s", r.seconds)
+            res.count("plan_empty_requests", sum(verbs.values()))
+            res.verbs["plan_empty"] = verbs
+            log(f"  plan (empty ns)     {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  {r.maxrss_mb:6.0f} MB")
+
+        def apply_create() -> None:
+            r, verbs = self.reconciler(res, "apply_create_s", *base, "--no-wait")
+            doc = plan_json(r, "apply (create)")
+            if int(doc["summary"].get("create", 0)) != n:
+                res.note(f"apply creating everything: summary {doc['summary']} (expected create={n})")
+            writes = sum(v for k, v in verbs.items() if k in WRITE_VERBS)
+            res.time("apply_create_s", r.seconds)
+            res.count("apply_create_requests", sum(verbs.values()))
+            res.count("apply_create_write_requests", writes)
+            res.verbs["apply_create"] = verbs
+            log(f"  apply (create)      {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests "
+                f"({writes} writes)  {r.maxrss_mb:6.0f} MB")
+
+        def plan_noop() -> None:
+            r, verbs = self.reconciler(res, "plan_noop_s", *base, "--dry-run")
+            doc = plan_json(r, "plan (no-op)")
+            if changes(doc["summary"]):
+                res.note(f"the no-op plan is not empty: summary {doc['summary']}; {first_diffs(doc)}")
+            res.time("plan_noop_s", r.seconds)
+            res.count("plan_noop_requests", sum(verbs.values()))
+            res.verbs["plan_noop"] = verbs
+            log(f"  plan (no-op)        {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  {r.maxrss_mb:6.0f} MB")
+
+        def apply_noop() -> None:
+            r, verbs = self.reconciler(res, "apply_noop_s", *base, "--no-wait")
+            doc = plan_json(r, "apply (no-op)")
+            if changes(doc["summary"]):
+                res.note(f"the no-op apply changed something: summary {doc['summary']}; {first_diffs(doc)}")
+            writes = sum(v for k, v in verbs.items() if k in WRITE_VERBS)
+            res.time("apply_noop_s", r.seconds)
+            res.count("apply_noop_requests", sum(verbs.values()))
+            res.count("apply_noop_write_requests", writes)
+            res.verbs["apply_noop"] = verbs
+            log(f"  apply (no-op)       {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests "
+                f"({writes} writes)  {r.maxrss_mb:6.0f} MB")
+
+        def plan_one_change() -> None:
+            repo.set_block_changed(True)
+            try:
+                r, verbs = self.reconciler(res, "plan_one_change_s", *base, "--dry-run")
+            finally:
+                repo.set_block_changed(False)
+            doc = plan_json(r, "plan (one block changed)")
+            if int(doc["summary"].get("update", 0)) != repo.changed or changes(doc["summary"]) != repo.changed:
+                res.note(f"plan after changing {CHANGED_BLOCK}: summary {doc['summary']} "
+                         f"(expected update={repo.changed})")
+            res.time("plan_one_change_s", r.seconds)
+            res.count("plan_one_change_requests", sum(verbs.values()))
+            log(f"  plan (1% changed)   {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  "
+                f"{r.maxrss_mb:6.0f} MB")
+
+        self.measure(res, "plan against an empty namespace", plan_empty)
+        if not self.measure(res, "apply creating everything", apply_create):
+            return
+        settle(self.admin, self.audit, ns, n)
+        self.measure(res, "no-op plan", plan_noop)
+        self.measure(res, "no-op apply", apply_noop)
+        self.measure(res, "plan after one block change", plan_one_change)
+
+    def kubectl_block(self, res: SizeResult, repo: GeneratedRepo, ns: str, render_dir: Path) -> None:
+        n = repo.n
+
+        def apply_create() -> None:
+            r, verbs = self.kubectl_run(res, "kubectl_apply_create_s", "apply", "--server-side", "-n", ns,
+                                        "-R", "-f", str(render_dir))
+            if r.rc != 0:
+                raise BenchError(f"kubectl apply --server-side exited {r.rc}: {r.tail()}")
+            res.time("kubectl_apply_create_s", r.seconds)
+            res.count("kubectl_apply_create_requests", sum(verbs.values()))
+            res.verbs["kubectl_apply_create"] = verbs
+            log(f"  kubectl apply       {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests")
+
+        def diff_noop() -> None:
+            # The same field manager as the apply above (kubectl diff defaults to another one).
+            r, verbs = self.kubectl_run(res, "kubectl_diff_noop_s", "diff", "--server-side",
+                                        "--field-manager=kubectl", "-n", ns, "-R", "-f", str(render_dir))
+            if r.rc not in (0, 1):
+                raise BenchError(f"kubectl diff --server-side exited {r.rc}: {r.tail()}")
+            if r.rc == 1:
+                res.note(f"kubectl diff --server-side was not a no-op (exit 1): {r.stdout[:400]!r}")
+            res.time("kubectl_diff_noop_s", r.seconds)
+            res.count("kubectl_diff_noop_requests", sum(verbs.values()))
+            res.verbs["kubectl_diff_noop"] = verbs
+            log(f"  kubectl diff        {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests")
+
+        if not self.measure(res, "kubectl apply --server-side", apply_create):
+            return
+        settle(self.admin, self.audit, ns, n)
+        self.measure(res, "kubectl diff --server-side", diff_noop)
+
+    # -- profile
+    def profile(self, n: int) -> None:
+        """The no-op plan and the apply that creates everything, once each, under cProfile."""
+        repo = GeneratedRepo(self.work / f"repo-{n}", n, 0)
+        ns = self.profile_namespace(n)
+        out = BENCH / "work"
+        out.mkdir(exist_ok=True)
+        try:
+            repo.set_namespace(ns)
+            self.audit.quiet()
+            base = ["--repo", str(repo.path), "--output", "json"]
+            apply_prof = out / f"apply_create-{n}.prof"
+            log(f"n={n}: profiling the apply that creates everything -> {apply_prof}")
+            r = run(reconcile_argv(*base, "--no-wait", "--kubeconfig", str(self.kc), profile_to=apply_prof),
+                    cwd=self.work)
+            if r.rc != 0 or not apply_prof.exists():
+                raise BenchError(f"profiled apply exited {r.rc}: {r.tail()}")
+            self.profiles["apply (create)"] = apply_prof
+            settle(self.admin, self.audit, ns, n)
+            plan_prof = out / f"plan_noop-{n}.prof"
+            log(f"n={n}: profiling the no-op plan -> {plan_prof}")
+            r = run(reconcile_argv(*base, "--dry-run", "--kubeconfig", str(self.kc), profile_to=plan_prof),
+                    cwd=self.work)
+            if r.rc != 0 or not plan_prof.exists():
+                raise BenchError(f"profiled plan exited {r.rc}: {r.tail()}")
+            self.profiles["plan (no-op)"] = plan_prof
+        finally:
+            repo.set_namespace(self.run_namespaces(n, 1)[0])
+        # The namespace stays: the control plane is stopped right after this.
