@@ -23,22 +23,11 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.errors import ConfigError, GitHubError, PlanRefused, ReconcileError, ValidationFailed
+from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed
 from reconciler.github import publish_failure, publish_report, team_membership, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
-from reconciler.plan import (
-    Action,
-    LiveState,
-    ObjectId,
-    Plan,
-    PlanOptions,
-    WorkspacePlan,
-    WorkspaceResult,
-    check,
-    compute_plan,
-    is_ours,
-)
-from reconciler.render import LABEL_INSTANCE, MANAGED_BY, DesiredWorkspace, render
+from reconciler.plan import Plan, PlanOptions, WorkspaceResult
+from reconciler.render import render
 from reconciler.report import plan_json, plan_markdown, plan_text, status_json, status_markdown, status_text
 from reconciler.validate import load_repo
 
@@ -147,7 +136,7 @@ _REPO_OPTION = click.option(
 @click.option(
     "--max-deletes",
     type=click.IntRange(min=0),
-    default=5,
+    default=PlanOptions.max_deletes,
     show_default=True,
     help="Refuse a plan deleting more workspaces than this, unless --allow-mass-delete.",
 )
@@ -226,106 +215,40 @@ class RunOptions:
 
 
 def _reconcile(o: RunOptions) -> int:
-    from reconciler.cluster import ApplyOptions, Cluster, ClusterOptions  # the kubernetes client: only here
+    from reconciler import run  # the kubernetes client: only here
+    from reconciler.cluster import ClusterOptions
 
     repo = load_repo(o.repo)
     desired = render(repo)
     unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
     if unknown:
         raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
-    project, namespace = repo.project.metadata.name, repo.project.namespace
-    plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes)
-    cluster = Cluster(namespace, ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context))
-    claims = sorted({c for w in desired for c in w.pvcs})
-
-    def make_plan() -> Plan:
-        live = cluster.read_live(claims)
-        plan = compute_plan(desired, live, project, namespace, plan_opts)
-        return adopt_workspaces(plan, desired, live, set(o.adopt) - {"*"}, plan_opts)
-
-    # Conflicts are refused per workspace (left alone, reported, exit 1); `check` then guards
-    # only against mass deletes, which still refuse the whole run.
-    mass_delete_rules = dataclasses.replace(plan_opts, adopt=True)
-    plan = make_plan()
-    refused: PlanRefused | None = None
-    try:
-        check(plan, mass_delete_rules)
-    except PlanRefused as e:
-        refused = e
-    results: dict[str, WorkspaceResult] = {}
-    if not o.dry_run and refused is None and plan.has_changes:
-        with cluster.acquire_lease(ApplyOptions(timeout=o.timeout)):
-            plan = make_plan()  # again, under the lock: never act on a plan another run made stale
-            check(plan, mass_delete_rules)
-            results = cluster.apply(plan)
-        to_wait = [
-            w.name
-            for w in plan.workspaces
-            if w.action in (Action.CREATE, Action.UPDATE) and w.state == "running" and not results[w.name].errors
-        ]
-        if o.wait and to_wait:
-            ready = cluster.wait_ready(project, to_wait, o.timeout, _progress(len(to_wait)))
-            for name, r in ready.items():
-                results[name].ready, results[name].reason = r.ready, r.reason
+    plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes,
+                            adopt_workspaces=frozenset(o.adopt) - {"*"})
+    result = run.reconcile(
+        desired, repo.project.metadata.name, repo.project.namespace,
+        run.RunOptions(plan=plan_opts, cluster=ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context),
+                       dry_run=o.dry_run, wait=o.wait, timeout=o.timeout, progress=_progress),
+    )
+    plan, results, refused = result.plan, result.results, result.refused
     if refused is not None and not o.dry_run:
         # The plan for the log and the job summary; the PR gets the failure and how to re-run.
         _emit_plan(dataclasses.replace(o, comment=False), plan, results, repo.commit)
         raise refused
-    left_alone = conflict_refusals(plan)
-    if results:
-        for name, why in left_alone.items():
-            results.setdefault(name, WorkspaceResult(ready=None)).errors.append(why)
     _emit_plan(o, plan, results, repo.commit)
     if refused is not None:
         click.echo(f"error: {_one_line(str(refused))}", err=True)
     elif not results:
-        for why in left_alone.values():
+        for why in result.left_alone.values():
             click.echo(f"error: {_one_line(why)}", err=True)
     for name, r in sorted(results.items()):
         for err in r.errors:
             click.echo(f"error: {_one_line(err)}", err=True)
         if r.ready is False:
             click.echo(f"error: {name} is not ready: {_one_line(r.reason)}", err=True)
-    failed = refused is not None or bool(left_alone) or any(r.errors or r.ready is False for r in results.values())
-    if failed:
+    if result.failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
-
-
-def adopt_workspaces(
-    plan: Plan, desired: list[DesiredWorkspace], live: LiveState, names: set[str], opts: PlanOptions
-) -> Plan:
-    """`plan` with the named workspaces planned as adopted (`--adopt WORKSPACE`): only theirs."""
-    if not names or opts.adopt:
-        return plan
-    adopted: dict[str, WorkspacePlan] = {}
-    for w in desired:
-        if w.name not in names:
-            continue
-        ids = {ObjectId(str(o["kind"]), str(o["metadata"].get("namespace") or plan.namespace), o["metadata"]["name"])
-               for o in w.objects}
-        own = {
-            oid: obj
-            for oid, obj in live.objects.items()
-            if oid in ids
-            or (is_ours(obj, plan.project) and (obj["metadata"].get("labels") or {}).get(LABEL_INSTANCE) == w.name)
-        }
-        one = compute_plan([w], LiveState(own, live.pvcs, live.node_gpus), plan.project, plan.namespace,
-                           dataclasses.replace(opts, adopt=True))
-        adopted[w.name] = one.workspaces[0]
-    return dataclasses.replace(plan, workspaces=[adopted.get(w.name, w) for w in plan.workspaces])
-
-
-def conflict_refusals(plan: Plan) -> dict[str, str]:
-    """Why each workspace with a conflict (an object that is not ours) is left alone, by name."""
-    return {
-        w.name: f"{w.name} was left alone: "
-        + "; ".join(f"{c.id} exists and is not managed by {MANAGED_BY}" for c in w.objects
-                    if c.action is Action.CONFLICT)
-        + f"; rerun with --adopt {w.name} to take it over"
-        for w in plan.workspaces
-        if w.action is Action.CONFLICT
-    }
 
 
 def _report_failure(reason: str) -> None:

@@ -46,13 +46,15 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import GitHubError
+from reconciler.report import APPLY_MARKER, PLAN_MARKER
 
 log = logging.getLogger(__name__)
 
-MARKER_PLAN = "<!-- workspace-gitops:plan -->"
-"""Hidden marker of the dry-run report: one comment per PR, edited in place on every push."""
-MARKER_APPLY = "<!-- workspace-gitops:apply -->"
-"""Hidden marker of the apply report: always a new comment on the merged PR."""
+# The report puts these hidden markers first; here they pick the comment to edit. The dry-run
+# report's (MARKER_PLAN): one comment per PR, edited in place on every push; the apply
+# report's (MARKER_APPLY): always a new comment on the merged PR.
+MARKER_PLAN = PLAN_MARKER
+MARKER_APPLY = APPLY_MARKER
 MAX_COMMENT_CHARS = 65_536
 """GitHub refuses an issue comment body longer than this."""
 MAX_STEP_SUMMARY_BYTES = 1024 * 1024

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.diff import comparable_quantity as parse_quantity
 from reconciler.errors import PlanRefused
 from reconciler.plan import (
     Action,
@@ -22,10 +23,10 @@ from reconciler.plan import (
     PlanOptions,
     check,
     compute_plan,
+    conflict_refusals,
     diff_object,
     mask,
     owned_fields,
-    parse_quantity,
 )
 from reconciler.render import (
     ANNOTATION_COMMIT,
@@ -748,6 +749,22 @@ def test_adopt_turns_a_conflict_into_an_update_with_the_full_diff() -> None:
         f"metadata.labels.{k}" for k in (LABEL_MANAGED_BY, LABEL_PART_OF, LABEL_INSTANCE, LABEL_NAME)
     ]
     check(plan, PlanOptions(adopt=True))
+
+
+def test_adopting_one_workspace_by_name_leaves_the_other_conflict_alone() -> None:
+    jane, john = workspace(), workspace("john-doe-vscode", "john-doe")
+    live = live_of(jane, john)
+    for w in (jane, john):
+        live.objects[oid(w.objects[1])]["metadata"]["labels"] = {"app": "hand-made"}
+    plan = plan_of([jane, john], live, adopt_workspaces=frozenset({"jane-doe-vscode"}))
+    assert {w.name: w.action for w in plan.workspaces} == {
+        "jane-doe-vscode": Action.UPDATE,
+        "john-doe-vscode": Action.CONFLICT,
+    }
+    assert conflict_refusals(plan) == {
+        "john-doe-vscode": "john-doe-vscode was left alone: Service/sample-project/john-doe-vscode exists and "
+        "is not managed by workspace-reconciler; rerun with --adopt john-doe-vscode to take it over"
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""The change set: what the plan decides per workspace and object, and what apply and status report. Pure data.
+
+Every layer above speaks these types: the plan makes a `Plan`, impact annotates it, the cluster
+module applies it and returns `WorkspaceResult`s, readiness makes `StatusRow`s, report renders all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from reconciler.diff import FieldDiff, mask_object
+
+# The order in which a workspace's objects are deleted: entry point first, data path last.
+DELETE_ORDER = ("Ingress", "Service", "Deployment")
+
+
+class Action(StrEnum):
+    """What the plan does to an object or a workspace (the JSON contract's spelling)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    UNCHANGED = "unchanged"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, order=True)
+class ObjectId:
+    """The identity of a Kubernetes object; printed as ``Kind/namespace/name``."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass
+class LiveState:
+    """Everything the plan reads from the cluster, fetched before planning."""
+
+    objects: dict[ObjectId, dict[str, Any]]  # every Deployment/Service/Ingress in the namespace
+    pvcs: dict[str, str] | None  # claim name -> phase; None = could not list
+    node_gpus: list[int] | None  # allocatable nvidia.com/gpu per node; None = could not list
+
+
+@dataclass
+class PlanOptions:
+    """The plan's options, passed whole (the CLI's --adopt, --allow-mass-delete, --max-deletes)."""
+
+    adopt: bool = False  # bare --adopt: take over every workspace's foreign objects
+    allow_mass_delete: bool = False
+    max_deletes: int = 5
+    adopt_workspaces: frozenset[str] = frozenset()  # --adopt WORKSPACE: only these workspaces' objects
+
+
+@dataclass
+class ObjectChange:
+    """What the plan does to one object.
+
+    ``desired`` is exactly what apply sends and ``live`` what was read, so neither is masked:
+    never print them; reports use ``diff`` (masked) or ``redacted_desired``/``redacted_live``.
+    """
+
+    id: ObjectId
+    action: Action
+    diff: list[FieldDiff]
+    desired: dict[str, Any] | None
+    live: dict[str, Any] | None
+
+    @property
+    def redacted_desired(self) -> dict[str, Any] | None:
+        """``desired`` with secret-looking values replaced by ``"***"``."""
+        return None if self.desired is None else mask_object(self.desired)
+
+    @property
+    def redacted_live(self) -> dict[str, Any] | None:
+        """``live`` with secret-looking values replaced by ``"***"``."""
+        return None if self.live is None else mask_object(self.live)
+
+
+@dataclass
+class WorkspacePlan:
+    """What the plan does to one workspace and its objects."""
+
+    name: str
+    owner: str
+    action: Action
+    url: str
+    credential_hint: str
+    objects: list[ObjectChange]
+    environment: str
+    compute: str
+    data_sources: list[str]
+    restarts: bool  # the pod template changes on a running workspace: its pod restarts
+    kept_pvcs: list[str]  # for a delete: the claims its Deployment mounted, which are kept
+    source: str
+    state: str = ""  # "running" | "stopped"; "" for a delete
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def diff_count(self) -> int:
+        """The number of field diffs over all its objects."""
+        return sum(len(o.diff) for o in self.objects)
+
+
+BlockKind = Literal["environment", "compute", "data source"]
+
+
+@dataclass(frozen=True)
+class BlockImpact:
+    """A block whose change restarts the pods of the workspaces that use it."""
+
+    kind: BlockKind
+    name: str
+    workspaces: list[str]
+
+
+@dataclass
+class Plan:
+    """The whole change set for a project: per workspace, per object."""
+
+    project: str
+    namespace: str
+    workspaces: list[WorkspacePlan]
+    warnings: list[str] = field(default_factory=list)
+    blast_radius: list[BlockImpact] = field(default_factory=list)
+    managed_workspaces: int = 0  # distinct workspaces of ours that exist live
+
+    def summary(self) -> dict[str, int]:
+        """Workspace counts per action, every action present (the JSON ``summary``)."""
+        counts = {a.value: 0 for a in Action}
+        for w in self.workspaces:
+            counts[w.action.value] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        """True when applying the plan would write something."""
+        return any(w.action in (Action.CREATE, Action.UPDATE, Action.DELETE) for w in self.workspaces)
+
+    @property
+    def deletes(self) -> list[WorkspacePlan]:
+        """The workspaces the plan deletes."""
+        return [w for w in self.workspaces if w.action is Action.DELETE]
+
+    @property
+    def conflicts(self) -> list[ObjectChange]:
+        """The objects that exist but are not ours."""
+        return [o for w in self.workspaces for o in w.objects if o.action is Action.CONFLICT]
+
+
+@dataclass
+class WorkspaceResult:
+    """The outcome of applying one workspace (produced by the cluster module)."""
+
+    ready: bool | None  # None: not waited for
+    reason: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+StatusState = Literal["ready", "not ready", "missing", "orphaned", "stopped"]
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One workspace in ``reconcile status``."""
+
+    name: str
+    owner: str
+    state: StatusState
+    url: str
+    credential_hint: str
+    age: str
+    reason: str

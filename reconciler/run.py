@@ -1,0 +1,109 @@
+"""One plan/apply run against a cluster: plan, take the Lease, plan again under it, apply, wait.
+
+Returns what happened (`RunResult`); rendering it, posting it and choosing the exit code are the
+CLI's. Conflicts are refused per workspace (left alone, reported); `check` then guards only
+against mass deletes, which refuse the whole run (`RunResult.refused`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler import cluster
+from reconciler.cluster import ClusterOptions
+from reconciler.errors import PlanRefused
+from reconciler.impact import check, conflict_refusals
+from reconciler.lease import ApplyOptions
+from reconciler.plan import Action, LiveState, Plan, PlanOptions, WorkspaceResult, compute_plan
+from reconciler.render import DesiredWorkspace
+
+Progress = Callable[[list[str], list[str]], None]
+
+
+class Backend(Protocol):
+    """Where workspaces run: read, lock, write, wait. `cluster.Cluster` is the Kubernetes one.
+
+    The seam for a second backend (a Run:ai one, say): the plan, its impact and the reports stay
+    shared; a backend brings its own reader and writer of the objects `render` made for it.
+    """
+
+    def read_live(self, claims: Iterable[str] = ()) -> LiveState: ...
+
+    def acquire_lease(self, opts: ApplyOptions) -> AbstractContextManager[object]: ...
+
+    def apply(self, plan: Plan) -> dict[str, WorkspaceResult]: ...
+
+    def wait_ready(self, project: str, names: list[str], timeout: float,
+                   progress: Progress | None = None) -> dict[str, WorkspaceResult]: ...
+
+
+@dataclass
+class RunOptions:
+    """How to run: the plan's options, the cluster to reach, and whether to write and wait."""
+
+    plan: PlanOptions
+    cluster: ClusterOptions
+    dry_run: bool = False
+    wait: bool = True
+    timeout: float = 300.0
+    progress: Callable[[int], Progress] | None = None  # given how many to wait for
+
+
+@dataclass
+class RunResult:
+    """A run's outcome: the last plan made, per-workspace results (empty when nothing was written)."""
+
+    plan: Plan
+    results: dict[str, WorkspaceResult]
+    refused: PlanRefused | None = None  # a mass delete refused the whole run: nothing was written
+    left_alone: dict[str, str] = field(default_factory=dict)  # workspace -> why (a conflict)
+
+    @property
+    def failed(self) -> bool:
+        """True when the run must exit 1."""
+        return (self.refused is not None or bool(self.left_alone)
+                or any(r.errors or r.ready is False for r in self.results.values()))
+
+
+def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opts: RunOptions,
+              backend: Backend | None = None) -> RunResult:
+    """Plan `desired` against the backend (the cluster by default) and, unless a dry run or refused, apply and wait."""
+    # Looked up per run, not at import: tests put a fake in cluster.Cluster's place.
+    api: Backend = backend if backend is not None else cluster.Cluster(namespace, opts.cluster)
+    claims = sorted({c for w in desired for c in w.pvcs})
+
+    def make_plan() -> Plan:
+        return compute_plan(desired, api.read_live(claims), project, namespace, opts.plan)
+
+    mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)
+    plan = make_plan()
+    refused: PlanRefused | None = None
+    try:
+        check(plan, mass_delete_rules)
+    except PlanRefused as e:
+        refused = e
+    results: dict[str, WorkspaceResult] = {}
+    if not opts.dry_run and refused is None and plan.has_changes:
+        with api.acquire_lease(ApplyOptions(timeout=opts.timeout)):
+            plan = make_plan()  # again, under the lock: never act on a plan another run made stale
+            check(plan, mass_delete_rules)
+            results = api.apply(plan)
+        to_wait = [
+            w.name
+            for w in plan.workspaces
+            if w.action in (Action.CREATE, Action.UPDATE) and w.state == "running" and not results[w.name].errors
+        ]
+        if opts.wait and to_wait:
+            progress = opts.progress(len(to_wait)) if opts.progress else None
+            ready = api.wait_ready(project, to_wait, opts.timeout, progress)
+            for name, r in ready.items():
+                results[name].ready, results[name].reason = r.ready, r.reason
+    left_alone = conflict_refusals(plan)
+    if results:
+        for name, why in left_alone.items():
+            results.setdefault(name, WorkspaceResult(ready=None)).errors.append(why)
+    return RunResult(plan, results, refused, left_alone)
