@@ -274,7 +274,8 @@ def test_plan_runs_with_the_read_only_role_and_apply_with_the_apply_role(repo: R
     assert admin.names("Deployment") == [VSCODE, JUPYTER]
     status = reconcile("status", "--repo", str(repo), "--output", "json", kubeconfig=plan_kc)
     assert status.code == 0, str(status)
-    assert "ready" in status.stdout
+    states = {w["name"]: w["state"] for w in status.json["workspaces"]}
+    assert states == {VSCODE: "ready", JUPYTER: "ready"}, str(status)
 
 
 class _Answer500(http.server.BaseHTTPRequestHandler):
