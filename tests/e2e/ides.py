@@ -165,3 +165,36 @@ def browser_console(ingress: Ingress, url: str, token: str, code: str) -> str:
         output = page.locator(".jp-CodeConsole-content .jp-OutputArea-output").first
         output.wait_for(state="visible", timeout=90_000)
         return output.inner_text()
+
+
+def browser_vscode_terminal(ingress: Ingress, url: str, password: str, command: str) -> None:
+    """Log in to code-server, open VS Code's integrated terminal and run `command` in it.
+
+    The terminal is a shell on a pseudo-terminal (node-pty) behind the IDE's WebSocket: a command's
+    effect on the volume proves the IDE's native modules and its connection through the ingress work.
+    """
+    with _login_page(ingress, url, "vscode", password) as page:
+        page.locator(LOGIN["vscode"][2]).first.wait_for(state="visible", timeout=90_000)
+        page.locator(".part.statusbar").first.wait_for(state="visible", timeout=60_000)
+        page.wait_for_timeout(3_000)  # the workbench restores its views before it takes commands
+        page.locator(".part.statusbar").first.click()
+        page.keyboard.press("F1")  # the command palette, as a person would
+        palette = page.locator(".quick-input-widget input").first
+        palette.wait_for(state="visible", timeout=30_000)
+        palette.fill(">Terminal: Create New Terminal")
+        page.locator(".quick-input-list .monaco-list-row").first.wait_for(state="visible", timeout=30_000)
+        page.keyboard.press("Enter")
+        # VS Code's workspace trust asks before the first terminal in a folder: the person trusts
+        # their own folder (the environment may instead pass --disable-workspace-trust).
+        trust = page.get_by_role("button", name="Trust Folder & Continue")
+        with contextlib.suppress(Exception):
+            trust.click(timeout=10_000)
+        terminal = page.locator(".terminal-wrapper .xterm").first
+        terminal.wait_for(state="visible", timeout=60_000)
+        terminal.click()
+        page.wait_for_timeout(2_000)  # the shell's prompt
+        page.keyboard.type(command)
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(3_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "vscode-terminal.png"))
