@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -189,3 +190,43 @@ def workspace(result: Any, name: str) -> Any:
 
 def strip_ansi(s: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", s)
+
+
+# --- live objects recorded for the plan's unit tests (tests/data/plan/live/) ---------------------
+
+RECORDED_LIVE = ROOT / "tests" / "data" / "plan" / "live"
+_FIXED_TIME = "2024-05-01T08:00:00Z"
+
+
+def recording_name(obj: dict[str, Any]) -> str:
+    """The golden file of a desired object's recording: its kind and a hash of its exact content."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return f"{obj['kind']}-{digest[:16]}.json"
+
+
+def record_applied(kubeconfig: Path, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as a real API server returns it after our server-side apply (a dry run: nothing is stored).
+
+    Sent by the reconciler's own cluster module (field manager, force), into ``namespace``; the
+    answer is normalised so that a recording does not change from run to run: its namespace is
+    put back, uid, resourceVersion, timestamps and a Service's cluster IP are fixed, and
+    `apiVersion` is dropped (a LIST's items carry none)."""
+    from reconciler.cluster import FIELD_MANAGER, KINDS, Cluster, ClusterOptions
+
+    prefix, plural = KINDS[obj["kind"]]
+    sent = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+    live = Cluster(namespace, ClusterOptions(kubeconfig=str(kubeconfig))).request(
+        "PATCH", f"{prefix}/namespaces/{namespace}/{plural}/{obj['metadata']['name']}",
+        query={"fieldManager": FIELD_MANAGER, "force": "true", "dryRun": "All"}, body=sent,
+        content_type="application/apply-patch+yaml", what=f"dry-run apply of {obj['kind']}")
+    live.pop("apiVersion", None)
+    live.pop("status", None)
+    meta = live["metadata"]
+    meta.update(namespace=obj["metadata"]["namespace"], uid="6f1c3f5e-0000-4000-8000-000000000001",
+                resourceVersion="4242", creationTimestamp=_FIXED_TIME)
+    for entry in meta.get("managedFields") or []:
+        entry["time"] = _FIXED_TIME
+    spec = live.get("spec") or {}
+    if spec.get("clusterIP"):
+        spec.update(clusterIP="10.0.0.17", clusterIPs=["10.0.0.17"])
+    return live

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ControlPlane
-from tests.e2e.helpers import Admin, Repo, reconcile, strip_ansi, workspace
+from tests.e2e.helpers import RECORDED_LIVE, ROOT, Admin, Repo, reconcile, strip_ansi, workspace
 
 pytestmark = pytest.mark.cluster
 
@@ -362,3 +366,32 @@ def test_status_lists_ready_stopped_missing_and_orphaned_workspaces(repo: Repo, 
     human = strip_ansi(reconcile("status", "--repo", str(repo), kubeconfig=kc).stdout)
     assert f"https://sample-project-{VSCODE}.runai.aisingapore.net" in human
     assert f"kubectl -n {repo.namespace} exec deploy/{VSCODE} -- cat" in human
+
+
+PLAN_TESTS = ("tests/unit/test_plan.py", "tests/unit/test_report.py")  # every user of test_plan.applied
+
+
+def test_the_plan_tests_recorded_live_objects_are_what_the_api_server_returns(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """Re-records every live object the plan and report unit tests read, by running them against this apiserver.
+
+    With RECORD_LIVE=1 the recordings replace tests/data/plan/live/ (new or changed fixtures)."""
+    out = tmp_path / "live"
+    out.mkdir()
+    env = {**os.environ, "PLAN_LIVE_RECORD": json.dumps(
+        {"kubeconfig": str(control_plane.kubeconfig), "namespace": namespace, "out": str(out)})}
+    p = subprocess.run([sys.executable, "-m", "pytest", *PLAN_TESTS, "-q", "-p", "no:cacheprovider"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    recorded = {f.name: f.read_text() for f in sorted(out.glob("*.json"))}
+    if os.environ.get("RECORD_LIVE") == "1":
+        for f in RECORDED_LIVE.glob("*.json"):
+            f.unlink()
+        RECORDED_LIVE.mkdir(parents=True, exist_ok=True)
+        for name, text in recorded.items():
+            (RECORDED_LIVE / name).write_text(text)
+    committed = {f.name: f.read_text() for f in sorted(RECORDED_LIVE.glob("*.json"))}
+    assert sorted(recorded) == sorted(committed), "recordings missing or stale: rerun with RECORD_LIVE=1"
+    for name, text in recorded.items():
+        assert text == committed[name], f"{name} differs from what the API server returns now"

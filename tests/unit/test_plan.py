@@ -1,12 +1,15 @@
-"""The pure plan: desired workspaces against hand-made live objects with real-format managedFields."""
+"""The pure plan: desired workspaces against live objects recorded from a real API server (tests/data/plan/live/)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,43 +310,35 @@ def fields_v1(value: dict[str, Any], key: str = "") -> dict[str, Any]:
     return out
 
 
-def _container_defaults(c: dict[str, Any]) -> None:
-    for m in c.get("volumeMounts", []):
-        if m.get("readOnly") is False:
-            del m["readOnly"]  # omitempty: the server never returns a false readOnly
-    c.setdefault("imagePullPolicy", "IfNotPresent")
-    c.setdefault("terminationMessagePath", "/dev/termination-log")
-    c.setdefault("terminationMessagePolicy", "File")
-    for p in c.get("ports", []):
-        p.setdefault("protocol", "TCP")
-    probe = c.get("readinessProbe")
-    if probe:
-        probe.update({"timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3, **probe})
+LIVE_DIR = Path(__file__).resolve().parents[1] / "data" / "plan" / "live"
+# Set by tests/e2e/test_reconcile.py's re-recording test: {"kubeconfig", "namespace", "out"}.
+_RECORDING = json.loads(os.environ.get("PLAN_LIVE_RECORD") or "null")
+
+
+def recorded(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as a real API server returned it after our server-side apply (tests/data/plan/live/)."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    name = f"{obj['kind']}-{digest[:16]}.json"
+    if _RECORDING is not None:
+        from tests.e2e.helpers import record_applied
+
+        live = record_applied(Path(_RECORDING["kubeconfig"]), _RECORDING["namespace"], obj)
+        (Path(_RECORDING["out"]) / name).write_text(json.dumps(live, indent=1, sort_keys=True) + "\n")
+        return live
+    path = LIVE_DIR / name
+    if not path.exists():
+        pytest.fail(f"no recorded live object {name} for this {obj['kind']}: record it with "
+                    "RECORD_LIVE=1 pytest tests/e2e/test_reconcile.py -k recorded_live_objects")
+    live: dict[str, Any] = json.loads(path.read_text())
+    return live
 
 
 def applied(obj: dict[str, Any], *, quantities: dict[str, str] | None = None) -> dict[str, Any]:
-    """``obj`` as the API server returns it after our server-side apply: defaults, metadata, managedFields."""
-    live = copy.deepcopy(obj)
-    del live["apiVersion"]  # a LIST's items carry neither; cluster.py sets kind back
+    """``obj`` as the API server returns it after our server-side apply (recorded), plus what controllers add."""
+    live = copy.deepcopy(recorded(obj))
     meta = live["metadata"]
-    meta.update(
-        uid="6f1c3f5e-0000-4000-8000-000000000001",
-        resourceVersion="4242",
-        generation=1,
-        creationTimestamp="2024-05-01T08:00:00Z",
-        managedFields=[
-            {
-                "manager": MANAGED_BY,
-                "operation": "Apply",
-                "apiVersion": obj["apiVersion"],
-                "time": "2024-05-01T08:00:00Z",
-                "fieldsType": "FieldsV1",
-                "fieldsV1": fields_v1(obj),
-            }
-        ],
-    )
-    spec = live["spec"]
     if live["kind"] == "Deployment":
+        # The Deployment controller's doing (not recorded: a dry run runs no controller).
         meta["annotations"]["deployment.kubernetes.io/revision"] = "1"
         meta["managedFields"].append(
             {
@@ -356,37 +351,11 @@ def applied(obj: dict[str, Any], *, quantities: dict[str, str] | None = None) ->
                 "fieldsV1": {"f:status": {"f:replicas": {}}, "f:metadata": {"f:annotations": {".": {}}}},
             }
         )
-        spec.update(revisionHistoryLimit=10, progressDeadlineSeconds=600)
-        tmpl = spec["template"]
-        tmpl["metadata"]["creationTimestamp"] = None
-        pod = tmpl["spec"]
-        pod.update(
-            dnsPolicy="ClusterFirst",
-            restartPolicy="Always",
-            schedulerName="default-scheduler",
-            terminationGracePeriodSeconds=30,
-        )
-        for v in pod.get("volumes", []):
-            if v["persistentVolumeClaim"].get("readOnly") is False:
-                del v["persistentVolumeClaim"]["readOnly"]
-        for c in pod.get("initContainers", []):
-            _container_defaults(c)
-        for c in pod["containers"]:
-            _container_defaults(c)
-            if quantities:
+        if quantities:
+            for c in live["spec"]["template"]["spec"]["containers"]:
                 for section in ("requests", "limits"):
                     c["resources"][section].update(quantities)
         live["status"] = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "observedGeneration": 1}
-    elif live["kind"] == "Service":
-        spec.update(
-            clusterIP="10.0.0.17",
-            clusterIPs=["10.0.0.17"],
-            ipFamilies=["IPv4"],
-            ipFamilyPolicy="SingleStack",
-            sessionAffinity="None",
-            internalTrafficPolicy="Cluster",
-        )
-        live["status"] = {"loadBalancer": {}}
     else:
         live["status"] = {"loadBalancer": {}}
     return live
