@@ -168,9 +168,10 @@ class Lease:
                     wait = self._after_conflict(acquired, e.status)
                 continue  # other failures: the next try may succeed; ensure_held fences writes meanwhile
             with self._lock:
-                if self._lost is not None or self._stop.is_set():
-                    return
+                if self._lost is not None or self._obj is None:
+                    return  # lost, or release() has already taken the last version
                 # Sent before the deadline and stored: nobody can have seen this version before `sent`.
+                # Kept even when release() is waiting for this thread: it deletes the version stored last.
                 self._obj, self._renewed = obj, sent
             wait = interval
 

@@ -99,6 +99,7 @@ class LeaseStore:
         self.rv = 100
         self.lose_next_put_answer = False
         self.fail_puts = False
+        self.answer_delay = 0.0
         self.lock = threading.Lock()
         api.route("GET", LEASE, self.get)
         api.route("POST", LEASES, self.create)
@@ -131,7 +132,8 @@ class LeaseStore:
             if self.lose_next_put_answer:
                 self.lose_next_put_answer = False
                 return 0, None
-            return 200, stored
+        time.sleep(self.answer_delay)  # stored; the answer is still on its way
+        return 200, stored
 
     def delete(self, seen: Seen) -> tuple[int, Any]:
         with self.lock:
@@ -174,6 +176,18 @@ def test_a_renewal_stored_whose_answer_was_lost_is_recognised_and_the_lease_kept
     finally:
         lease.release()
     assert store.obj is None, "released"
+
+
+def test_a_release_while_a_renewal_is_on_its_way_deletes_the_renewed_lease(api: FakeAPI, tmp_path: Path) -> None:
+    """The renewal was stored: release must delete that version, or the Lease blocks the next run until it expires."""
+    store = LeaseStore(api)
+    _, lease = held_lease(api, tmp_path, seconds=1)
+    store.answer_delay = 1.0
+    time.sleep(0.6)  # a renewal (every 1/3 s) has been stored and waits for its answer
+    before = store.rv
+    lease.release()
+    assert store.rv > 101 and before > 101, "a renewal was stored before the release"
+    assert store.obj is None, "released: the delete carried the resourceVersion of the renewal"
 
 
 def test_a_lease_taken_over_stops_every_later_write_with_one_reason(api: FakeAPI, tmp_path: Path) -> None:
