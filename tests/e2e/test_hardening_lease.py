@@ -43,18 +43,6 @@ main()
 """
 
 
-@pytest.fixture
-def admin(control_plane: ControlPlane, namespace: str) -> Admin:
-    a = Admin(control_plane.kubeconfig, namespace)
-    a.bound_pvc("sample-project-pvc")
-    return a
-
-
-@pytest.fixture
-def repo(tmp_path: Path, namespace: str) -> Repo:
-    return Repo(tmp_path / "repo", namespace)
-
-
 def start(repo: Repo, kubeconfig: Path, *args: str, skewed: bool = False) -> subprocess.Popen[str]:
     """`reconcile --repo R --no-wait ARGS` in the background; with `skewed`, its clock is an hour ahead."""
     head = [sys.executable, "-c", SKEWED_CLOCK] if skewed else [sys.executable, "-m", "reconciler"]

@@ -25,18 +25,6 @@ JUPYTER = "john-tan-jupyterlab"
 
 
 @pytest.fixture
-def admin(control_plane: ControlPlane, namespace: str) -> Admin:
-    a = Admin(control_plane.kubeconfig, namespace)
-    a.bound_pvc("sample-project-pvc")
-    return a
-
-
-@pytest.fixture
-def repo(tmp_path: Path, namespace: str) -> Repo:
-    return Repo(tmp_path / "repo", namespace)
-
-
-@pytest.fixture
 def kc(control_plane: ControlPlane) -> Path:
     return control_plane.kubeconfig
 
