@@ -28,7 +28,15 @@ from reconciler.github import publish_failure, publish_report, team_membership, 
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import render
-from reconciler.report import plan_json, plan_markdown, plan_text, status_json, status_markdown, status_text
+from reconciler.report import (
+    plan_json,
+    plan_markdown,
+    plan_text,
+    status_json,
+    status_markdown,
+    status_text,
+    validation_markdown,
+)
 from reconciler.validate import load_repo
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: ~10x faster for thousands of files
@@ -443,23 +451,6 @@ def _escape_data(text: str) -> str:
 
 def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def validation_markdown(errors: list[ConfigError], notices: Sequence[str] = ()) -> str:
-    """The job summary of a validation: every error, since GitHub annotates only 10 per step."""
-    extra = "".join(f"> **Notice:** {_escape_markdown(n)}\n\n" for n in notices)
-    if not errors:
-        return "### reconcile validate\n\nAll files are valid.\n\n" + extra
-    lines = [f"### reconcile validate: {_count(len(errors), 'error')}", ""]
-    lines += [f"- `{e.path}:{e.line}:{e.col}` {_escape_markdown(e.message)}" for e in errors]
-    return "\n".join(lines) + "\n\n" + extra
-
-
-def _escape_markdown(text: str) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for char in "\\`*_[]|#":
-        text = text.replace(char, "\\" + char)
-    return _one_line(text)
 
 
 def _one_line(text: str) -> str:

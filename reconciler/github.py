@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import GitHubError
-from reconciler.report import APPLY_MARKER, PLAN_MARKER
+from reconciler.report import APPLY_MARKER, PLAN_MARKER, escape_markdown
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def failure_markdown(reason: str, run_url: str | None = None) -> str:
         MARKER_APPLY,
         "### workspace-gitops apply failed",
         "",
-        f"**Reason:** {_escape_markdown(reason)}",
+        f"**Reason:** {_one_line(escape_markdown(reason))}",
         "",
         f"The cluster may be partly updated; the next successful apply converges it. Logs: {where}.",
         "",
@@ -705,13 +705,6 @@ def _github_message(payload: bytes) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return _one_line(data["message"])
     return ""
-
-
-def _escape_markdown(text: str) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for char in "\\`*_[]|#":
-        text = text.replace(char, "\\" + char)
-    return _one_line(text)
 
 
 def _one_line(text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from reconciler.errors import ConfigError
 from reconciler.plan import (
     Action,
     BlockImpact,
@@ -505,3 +506,22 @@ def status_markdown(rows: Sequence[StatusRow]) -> str:
             f"| {r.state} | {_code(r.name)} | {_cell(r.owner)} | {_cell(r.age)} | {_cell(r.url)} | {detail} |"
         )
     return "\n".join(out) + "\n"
+
+
+def escape_markdown(text: str) -> str:
+    """`text` as literal Markdown on one line: no HTML, emphasis, code, links, tables or headings from it."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|#":
+        text = text.replace(char, "\\" + char)
+    return " ".join(text.split())
+
+
+def validation_markdown(errors: Sequence[ConfigError], notices: Sequence[str] = ()) -> str:
+    """The job summary of a validation: every error, since GitHub annotates only 10 per step."""
+    extra = "".join(f"> **Notice:** {escape_markdown(n)}\n\n" for n in notices)
+    if not errors:
+        return "### reconcile validate\n\nAll files are valid.\n\n" + extra
+    noun = "error" if len(errors) == 1 else "errors"
+    lines = [f"### reconcile validate: {len(errors)} {noun}", ""]
+    lines += [f"- `{e.path}:{e.line}:{e.col}` {escape_markdown(e.message)}" for e in errors]
+    return "\n".join(lines) + "\n\n" + extra
