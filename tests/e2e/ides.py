@@ -14,8 +14,9 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,19 +160,24 @@ def browser_console(ingress: Ingress, url: str, token: str, code: str) -> str:
         page.locator('.jp-LauncherCard[data-category="Console"]').first.click(timeout=90_000)
         prompt = page.locator(".jp-CodeConsole-promptCell .cm-content")
         prompt.wait_for(state="visible", timeout=60_000)
-        prompt.click()
-        page.keyboard.type(code)
-        page.keyboard.press("Shift+Enter")
+        # The console's kernel starts in the background: wait for it, so no keystroke goes astray.
+        # The status bar says "Python 3 (ipykernel) | Idle" once it is (the person's cue too).
+        page.locator(".jp-StatusBar-TextItem", has_text="Idle").first.wait_for(timeout=90_000)
+        prompt.fill(code)
+        prompt.press("Shift+Enter")
         output = page.locator(".jp-CodeConsole-content .jp-OutputArea-output").first
         output.wait_for(state="visible", timeout=90_000)
         return output.inner_text()
 
 
-def browser_vscode_terminal(ingress: Ingress, url: str, password: str, command: str) -> None:
-    """Log in to code-server, open VS Code's integrated terminal and run `command` in it.
+def browser_vscode_terminal(ingress: Ingress, url: str, password: str, command: str,
+                            done: Callable[[], bool]) -> None:
+    """Log in to code-server, open VS Code's integrated terminal and type `command` until `done()`.
 
     The terminal is a shell on a pseudo-terminal (node-pty) behind the IDE's WebSocket: a command's
     effect on the volume proves the IDE's native modules and its connection through the ingress work.
+    The first keystrokes after the terminal opens are sometimes swallowed (seen under load: a
+    command arrived without its first word), so the command is typed again, up to three times.
     """
     with _login_page(ingress, url, "vscode", password) as page:
         page.locator(LOGIN["vscode"][2]).first.wait_for(state="visible", timeout=90_000)
@@ -192,9 +198,22 @@ def browser_vscode_terminal(ingress: Ingress, url: str, password: str, command: 
         terminal = page.locator(".terminal-wrapper .xterm").first
         terminal.wait_for(state="visible", timeout=60_000)
         terminal.click()
-        page.wait_for_timeout(2_000)  # the shell's prompt
-        page.keyboard.type(command)
-        page.keyboard.press("Enter")
-        page.wait_for_timeout(3_000)
+        # Keys typed before the shell prints its prompt are lost: wait for the prompt ("$ "), as a
+        # person would (xterm's DOM rows, when it renders to the DOM; else give it time).
+        rows = page.locator(".terminal-wrapper .xterm-rows").first
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if rows.count() and "$" in rows.inner_text():
+                break
+            page.wait_for_timeout(500)
+        page.wait_for_timeout(1_000)
+        for _ in range(3):
+            page.keyboard.type(command, delay=20)
+            page.keyboard.press("Enter")
+            deadline = time.monotonic() + 10
+            while not done() and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
+            if done():
+                break
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "vscode-terminal.png"))

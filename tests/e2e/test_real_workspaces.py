@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -179,13 +178,15 @@ def test_a_command_typed_in_vs_codes_terminal_runs_in_the_workspace(team: Team) 
     posted = team.posted["vscode"]
     password = team.credential(posted, "vscode")
     mark = uuid.uuid4().hex
-    ides.browser_vscode_terminal(team.plane.ingress, posted.url, password,
-                                 f"echo {mark} $((6 * 7)) $(id -u) > from-terminal.txt")
     written = team.volume / "workspaces" / owner / "from-terminal.txt"
-    deadline = time.monotonic() + 30
-    while not written.exists() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert written.read_text() == f"{mark} 42 1000\n", "the shell ran in the owner's folder, as UID 1000"
+    expected = f"{mark} 42 1000\n"
+
+    def done() -> bool:
+        return written.exists() and written.read_text() == expected
+
+    ides.browser_vscode_terminal(team.plane.ingress, posted.url, password,
+                                 f"echo {mark} $((6 * 7)) $(id -u) > from-terminal.txt", done)
+    assert done(), f"the shell ran in the owner's folder as UID 1000 (screenshot: {ides.ARTIFACTS})"
 
 
 def test_a_file_made_in_jupyterlab_survives_stop_start_teardown_and_a_new_workspace_sees_it(team: Team) -> None:
