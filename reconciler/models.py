@@ -340,6 +340,20 @@ class Quota(_Model):
     gpu: Annotated[int, Field(ge=0)] | None = None
 
 
+HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
+"""A control plane's base URL: https, a host, an optional port, no path."""
+
+
+class RunaiSpec(_Model):
+    """Where the Run:ai backend puts workspaces (credentials come from the environment, never from here)."""
+
+    url: Annotated[str, Field(pattern=HTTPS_URL, max_length=2048)] = Field(
+        description="The control plane's base URL, e.g. https://myorg.run.ai."
+    )
+    cluster: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai cluster's name.")
+    project: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai project's name.")
+
+
 class ProjectSpec(_Model):
     """Where workspaces go and the rules they follow."""
 
@@ -354,6 +368,18 @@ class ProjectSpec(_Model):
         description="GitHub logins or teams (org/team-slug) allowed to change any file of the repository.",
     )
     quota: Quota | None = None
+    backend: Literal["kubernetes", "runai"] = Field(
+        default="kubernetes", description="Where workspaces run: Kubernetes objects, or Run:ai workspaces."
+    )
+    runai: RunaiSpec | None = Field(default=None, description="Required with backend: runai.")
+
+    @model_validator(mode="after")
+    def _runai_needs_its_block(self) -> ProjectSpec:
+        if self.backend == "runai" and self.runai is None:
+            raise PydanticCustomError(
+                "runai_missing", "backend: runai needs spec.runai: {url: https://..., cluster: ..., project: ...}"
+            )
+        return self
 
 
 class Project(_File):
