@@ -231,7 +231,7 @@ def annotate(plan: Plan, urls: dict[str, str], running: bool) -> Plan:
     """The plan in Run:ai's words: recreate/suspend/resume notes, connection URLs, kept PVCs."""
     workspaces = [_annotate_workspace(w, urls) for w in plan.workspaces]
     warnings = [w for w in plan.warnings if "could not be listed" not in w]
-    if running:
+    if running and not any(w.startswith("Run:ai checks PVCs") for w in warnings):
         warnings.append("Run:ai checks PVCs and the project's GPU quota when it schedules a workspace; "
                         "the plan does not (a missing PVC shows as a workspace that does not start)")
     return dataclasses.replace(plan, workspaces=workspaces, warnings=warnings)
