@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.changeset import (
@@ -281,7 +281,7 @@ class RunaiOptions:
     project: str
     client_id: str | None = None
     client_secret: str | None = None
-    request_timeout: float = 30.0
+    request_timeout: float = field(default_factory=lambda: float(os.environ.get("RUNAI_REQUEST_TIMEOUT", "30")))
     poll_interval: float = 1.0
     retries: int = 3  # reads only: a write is never retried blindly
 
@@ -420,8 +420,17 @@ class RunaiApi:
         except ApiException as e:
             raise _api_error(what, e.status, e.body, self.opts.url) from None
         except HTTPError as e:
-            raise RunaiError(f"{what}: cannot reach Run:ai at {self.opts.url}: {type(e).__name__}") from None
+            raise RunaiError(f"{what}: cannot reach Run:ai at {self.opts.url}: {_why(e, self.opts)}") from None
         return getattr(response, "data", None)
+
+
+def _why(error: Exception, opts: RunaiOptions) -> str:
+    """Why a request got no answer, in a few words (urllib3 wraps the cause in MaxRetryError)."""
+    cause = getattr(error, "reason", None) or error
+    name = type(cause).__name__
+    if "Timeout" in name:
+        return f"{name} (no answer within {opts.request_timeout:g}s; RUNAI_REQUEST_TIMEOUT)"
+    return name
 
 
 def _api_error(what: str, status: int | None, body: Any, url: str) -> RunaiError:
@@ -484,7 +493,7 @@ def _connect(opts: RunaiOptions) -> Any:
     try:
         return RunaiClient(Client(config))  # type: ignore[no-untyped-call]
     except HTTPError as e:
-        raise RunaiError(f"cannot reach Run:ai at {opts.url}: {type(e).__name__}") from None
+        raise RunaiError(f"cannot reach Run:ai at {opts.url}: {_why(e, opts)}") from None
     except ValueError:  # the token is not a JWT with an expiry (runapy refreshes by it)
         raise RunaiError(f"Run:ai at {opts.url}: the token answer is not a JWT with an expiry") from None
 

@@ -392,7 +392,8 @@ def _unknown_fields(sent: Any, kept: Any, path: str = "") -> list[str]:
                 out += _unknown_fields(sent[k], kept[k], f"{path}{k}.")
         return out
     if isinstance(sent, list) and isinstance(kept, list):
-        return [u for i, (a, b) in enumerate(zip(sent, kept, strict=False)) for u in _unknown_fields(a, b, f"{path}{i}.")]
+        pairs = enumerate(zip(sent, kept, strict=False))
+        return [u for i, (a, b) in pairs for u in _unknown_fields(a, b, f"{path}{i}.")]
     return []
 
 
