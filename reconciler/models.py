@@ -342,12 +342,27 @@ class Quota(_Model):
 
 HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
 """A control plane's base URL: https, a host, an optional port, no path."""
+_HTTPS_URL_RE = re.compile(HTTPS_URL)
+
+
+def _https_url(value: object) -> str:
+    text = _string(value)
+    if len(text) > 2048 or not _HTTPS_URL_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "https_url",
+            "{value} is not a control plane URL: use https://<host>[:port], without a path",
+            {"value": quote(text)},
+        )
+    return text
+
+
+HttpsUrl = Annotated[str, PlainValidator(_https_url), _schema(HTTPS_URL, 2048)]
 
 
 class RunaiSpec(_Model):
     """Where the Run:ai backend puts workspaces (credentials come from the environment, never from here)."""
 
-    url: Annotated[str, Field(pattern=HTTPS_URL, max_length=2048)] = Field(
+    url: HttpsUrl = Field(
         description="The control plane's base URL, e.g. https://myorg.run.ai."
     )
     cluster: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai cluster's name.")
@@ -373,13 +388,6 @@ class ProjectSpec(_Model):
     )
     runai: RunaiSpec | None = Field(default=None, description="Required with backend: runai.")
 
-    @model_validator(mode="after")
-    def _runai_needs_its_block(self) -> ProjectSpec:
-        if self.backend == "runai" and self.runai is None:
-            raise PydanticCustomError(
-                "runai_missing", "backend: runai needs spec.runai: {url: https://..., cluster: ..., project: ...}"
-            )
-        return self
 
 
 class Project(_File):

@@ -81,6 +81,9 @@ class _RepoReader:
             self._check_workspace(self.loaded["Workspace"].docs[name], workspace, project)
         if isinstance(project, Project):
             self._check_quota(project)
+            if project.spec.backend == "runai" and project.spec.runai is None:
+                self.errors.append(self.loaded["Project"].docs[""].error(
+                    ("spec", "backend"), "backend: runai needs spec.runai: {url: https://..., cluster: ..., project: ...}"))
         if self.errors:
             raise ValidationFailed(self.errors)
         assert isinstance(project, Project)
