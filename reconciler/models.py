@@ -303,6 +303,16 @@ class ComputeSpec(_Model):
     cpu: Quantity
     memory: Quantity
     gpu: Annotated[int, Field(ge=0, le=MAX_GPUS)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
+    gpu_portion: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, alias="gpuPortion",
+        description="A fraction of one GPU (Run:ai GPU fractions, e.g. 0.5); only with backend: runai, without gpu.",
+    )
+
+    @model_validator(mode="after")
+    def _whole_or_portion(self) -> ComputeSpec:
+        if self.gpu_portion is not None and self.gpu:
+            raise PydanticCustomError("gpu_and_portion", "set gpu (whole GPUs) or gpuPortion (a fraction), not both")
+        return self
 
 
 class ComputeResource(_File):

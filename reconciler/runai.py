@@ -99,7 +99,7 @@ def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
     assert project.spec.runai is not None, "validate: backend runai needs spec.runai"
     runai_project = project.spec.runai.project
     deployment = w.objects[0]
-    spec = workspace_spec(deployment, w.tool)
+    spec = workspace_spec(deployment, w.tool, repo.compute[w.compute].spec.gpu_portion)
     digest = spec_hash(spec)
     spec["annotations"] = [
         {"name": ANNOTATION_MANAGED_BY, "value": MANAGED_BY},
@@ -123,7 +123,7 @@ def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
     return dataclasses.replace(w, url="", credential_hint=hint, objects=(obj,))
 
 
-def workspace_spec(deployment: dict[str, Any], tool: str) -> dict[str, Any]:
+def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | None = None) -> dict[str, Any]:
     """The Run:ai workspace spec (WorkspaceSpecSpec, camelCase) of a rendered Deployment."""
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -137,8 +137,8 @@ def workspace_spec(deployment: dict[str, Any], tool: str) -> dict[str, Any]:
     gpus = int(limits.get("nvidia.com/gpu", 0))
     if gpus:
         compute["gpuDevicesRequest"] = gpus
-        compute["gpuRequestType"] = "portion"
-        compute["gpuPortionRequest"] = 1.0
+    elif gpu_portion is not None:  # a GPU fraction: one device, that portion of it
+        compute.update(gpuDevicesRequest=1, gpuRequestType="portion", gpuPortionRequest=gpu_portion)
     port = container["ports"][0]["containerPort"]
     tool_type, tool_name = TOOLS[tool]
     spec: dict[str, Any] = {"image": container["image"], "compute": compute}
