@@ -62,7 +62,8 @@ def test_a_gpu_portion_is_one_device_with_that_portion(base_repo: Path, write: C
     write("blocks/compute/gpu-one.yaml", "apiVersion: workspaces/v1\nkind: ComputeResource\n"
           "metadata: {name: gpu-one}\nspec: {cpu: '4', memory: 16Gi, gpuPortion: 0.5}\n")
     compute = _by_name(_runai(base_repo))["bob-lab"].objects[0]["spec"]["compute"]
-    assert (compute["gpuDevicesRequest"], compute["gpuRequestType"], compute["gpuPortionRequest"]) == (1, "portion", 0.5)
+    got = (compute["gpuDevicesRequest"], compute["gpuRequestType"], compute["gpuPortionRequest"])
+    assert got == (1, "portion", 0.5)
 
 
 def test_the_spec_hash_is_stable_and_changes_with_the_spec_only(base_repo: Path,
