@@ -1,4 +1,4 @@
-"""The workflows with `backend: runai`: Run:ai credentials from secrets, read-only for plan, writing only in production."""
+"""The workflows with `backend: runai`: Run:ai credentials, read-only for plan, writing only in production."""
 
 from __future__ import annotations
 
