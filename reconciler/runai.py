@@ -143,7 +143,9 @@ def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | N
     tool_type, tool_name = TOOLS[tool]
     spec: dict[str, Any] = {"image": container["image"], "compute": compute}
     if container.get("args"):
-        spec["args"] = shlex.join(container["args"])  # Run:ai takes args as one string
+        # A list here, so the diff compares and masks it item by item as for Kubernetes;
+        # `api_spec` joins it into the one string Run:ai takes.
+        spec["args"] = list(container["args"])
     if container.get("env"):
         spec["environmentVariables"] = [{"name": e["name"], "value": e["value"]} for e in container["env"]]
     if container.get("workingDir"):
@@ -163,6 +165,24 @@ def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | N
         spec["storage"] = {"pvc": pvcs}
     spec["exposedUrls"] = [{"container": port, "toolType": tool_type, "toolName": tool_name}]
     return spec
+
+
+def api_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as Run:ai takes it: `args` as one shell-quoted string."""
+    if isinstance(spec.get("args"), list):
+        return {**spec, "args": shlex.join(spec["args"])}
+    return spec
+
+
+def _split_args(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as the plan compares it: Run:ai's `args` string as a list."""
+    args = spec.get("args")
+    if not isinstance(args, str):
+        return spec
+    try:
+        return {**spec, "args": shlex.split(args)}
+    except ValueError:  # unbalanced quotes: not ours; compared whole
+        return {**spec, "args": [args]}
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
@@ -193,7 +213,7 @@ def powershell_hint(hint: str) -> str:
 def live_object(workload: dict[str, Any], workspace: dict[str, Any] | None, project: str,
                 runai_project: str) -> dict[str, Any]:
     """A listed workload (and, for a workspace, its GET) in the shape the plan compares."""
-    spec = (workspace or {}).get("spec") or {}
+    spec = _split_args((workspace or {}).get("spec") or {})
     annotations = {a.get("name"): a.get("value") for a in spec.get("annotations") or () if isinstance(a, dict)}
     name = str(workload.get("name", ""))
     labels = (
@@ -358,7 +378,7 @@ class RunaiApi:
         from runai.models.workspace_creation_request import WorkspaceCreationRequest
 
         body = {"name": name, "useGivenNameAsPrefix": False, "projectId": self.project_id,
-                "clusterId": self.cluster_id, "spec": spec}
+                "clusterId": self.cluster_id, "spec": api_spec(spec)}
         try:
             request = WorkspaceCreationRequest.from_dict(body)
         except ValueError as e:  # pydantic's ValidationError: our mapping broke the published schema
@@ -536,14 +556,19 @@ class RunaiLock:
             try:
                 self.workload_id = self.api.create(LOCK_NAME, spec)
                 self._taken_at = time.monotonic()
-                self.api.suspend(LOCK_NAME, self.workload_id)  # holds no GPU, CPU or quota
+                try:
+                    self.api.suspend(LOCK_NAME, self.workload_id)  # holds no GPU, CPU or quota
+                except RunaiError:
+                    self.release()
+                    raise
                 return
             except RunaiError as e:
                 if e.status != 409:
                     raise
             held = next((w for w in self.api.workloads() if w.get("name") == LOCK_NAME), None)
             now = time.monotonic()
-            if held is None:
+            if held is None:  # released between our create and the listing: try again
+                time.sleep(self.api.opts.poll_interval)
                 continue
             detail = self.api.workspace(str(held.get("id"))) or {}
             notes = {a.get("name"): a.get("value") for a in (detail.get("spec") or {}).get("annotations") or ()}
@@ -684,7 +709,8 @@ class RunaiBackend:
             return
         if change.action is Action.UPDATE:
             api.delete(name, live_id)
-            api.wait_gone(name, live_id, time.monotonic() + max(self.opts.request_timeout, 300.0))
+            timeout = self._lock.opts.timeout if self._lock is not None else 300.0
+            api.wait_gone(name, live_id, time.monotonic() + timeout)
         new_id = api.create(name, desired["spec"])
         if stopped and new_id:
             api.suspend(name, new_id)

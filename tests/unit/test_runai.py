@@ -15,6 +15,7 @@ from reconciler.runai import (
     ANNOTATION_SPEC_HASH,
     KIND,
     annotate,
+    api_spec,
     live_object,
     powershell_hint,
     render_runai,
@@ -37,7 +38,7 @@ def _by_name(root: Path) -> dict[str, Any]:
 
 def test_every_rendered_spec_is_a_valid_creation_request_of_the_published_schema(base_repo: Path) -> None:
     for w in _by_name(_runai(base_repo)).values():
-        body = {"name": w.name, "projectId": "4", "clusterId": "c", "spec": w.objects[0]["spec"]}
+        body = {"name": w.name, "projectId": "4", "clusterId": "c", "spec": api_spec(w.objects[0]["spec"])}
         parsed = WorkspaceCreationRequest.from_dict(body)
         assert _unknown_fields(body, parsed.to_dict()) == [], "no field runapy's model would drop"
 
@@ -51,7 +52,8 @@ def test_a_workspace_maps_to_image_args_env_compute_pvcs_and_its_tool_connection
     assert spec["compute"]["cpuCoreRequest"] == 4.0 and spec["compute"]["cpuMemoryRequest"] == "16Gi"
     assert spec["exposedUrls"] == [{"container": spec["exposedUrls"][0]["container"],
                                     "toolType": "jupyter-notebook", "toolName": "Jupyter"}]
-    assert isinstance(spec.get("args", ""), str), "Run:ai takes args as one string"
+    assert isinstance(api_spec({**spec, "args": ["--a", "b c"]})["args"], str), "Run:ai takes args as one string"
+    assert api_spec({"args": ["--a", "b c"]})["args"] == "--a 'b c'"
     names = {a["name"]: a["value"] for a in spec["annotations"]}
     assert names["workspace-gitops/managed-by"] == "workspace-reconciler"
     assert names[ANNOTATION_SPEC_HASH] == obj["metadata"]["annotations"][ANNOTATION_SPEC_HASH]
@@ -117,3 +119,18 @@ def test_a_workload_without_our_annotation_is_a_conflict(base_repo: Path) -> Non
     listed = {"name": "bob-lab", "id": "w-2", "type": "training", "phase": "Running"}
     plan = _plan_against(desired, {"bob-lab": live_object(listed, None, "demo", "team-a")})
     assert next(w for w in plan.workspaces if w.name == "bob-lab").action.value == "conflict"
+
+
+def test_a_secret_in_args_is_masked_in_the_plan_as_for_kubernetes(base_repo: Path,
+                                                                  write: Callable[[str, str], Path]) -> None:
+    write("blocks/environments/jupyter.yaml", (base_repo / "blocks/environments/jupyter.yaml").read_text()
+          .replace("spec:\n", "spec:\n  args: [--ServerApp.token, s3cr3t-value]\n", 1))
+    desired = list(_by_name(_runai(base_repo)).values())
+    bob = next(w for w in desired if w.name == "bob-lab")
+    assert bob.objects[0]["spec"]["args"][:2] == ["--ServerApp.token", "s3cr3t-value"]
+    live_spec = {**api_spec(bob.objects[0]["spec"]), "args": "--ServerApp.token older-secret"}
+    live_spec["annotations"] = [{"name": "workspace-gitops/managed-by", "value": "workspace-reconciler"}]
+    listed = {"name": "bob-lab", "id": "w-1", "type": "workspace", "phase": "Running"}
+    plan = _plan_against(desired, {"bob-lab": live_object(listed, {"spec": live_spec}, "demo", "team-a")})
+    text = repr(next(w for w in plan.workspaces if w.name == "bob-lab").objects[0].diff)
+    assert "s3cr3t-value" not in text and "older-secret" not in text and "***" in text
