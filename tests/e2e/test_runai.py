@@ -292,3 +292,15 @@ def test_merged_pull_request_gets_the_same_comment_as_for_kubernetes(fake: FakeR
     assert f"https://runai.example.test/{PROJECT}/{VSCODE}/" in body
     assert f"runai workspace exec {VSCODE} -p {PROJECT} -- cat /home/coder/.config/code-server/config.yaml" in body
     assert fake.client_secret not in body
+
+
+def test_status_and_render_say_what_they_do_with_the_runai_backend(fake: FakeRunai, repo: RunaiRepo,
+                                                                   tmp_path: Path) -> None:
+    status = reconcile(fake, repo, "status")
+    assert status.code == 64 and "runai workspace list -p <project>" in status.stderr
+    out = tmp_path / "rendered"
+    rendered = reconcile(fake, repo, "render", "--output-dir", str(out))
+    assert rendered.code == 0, str(rendered)
+    doc = yaml.safe_load((out / f"runaiworkspace-{VSCODE}.yaml").read_text())
+    assert doc["kind"] == "RunaiWorkspace" and doc["metadata"]["namespace"] == PROJECT
+    assert fake.requests == [], "neither talks to Run:ai"

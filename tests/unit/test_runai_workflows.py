@@ -11,6 +11,7 @@ def test_plan_gets_the_read_only_runai_secrets_and_apply_the_production_ones_onl
     plan, apply, drift = load("plan.yml"), load("apply.yml"), load("drift.yml")
     assert step(plan, "plan", "Plan")["env"]["RUNAI_CLIENT_SECRET"] == "${{ secrets.RUNAI_PLAN_CLIENT_SECRET }}"
     assert step(apply, "apply", "Apply")["env"]["RUNAI_CLIENT_SECRET"] == "${{ secrets.RUNAI_APPLY_CLIENT_SECRET }}"
+    assert step(drift, "drift", "Plan")["env"]["RUNAI_CLIENT_SECRET"] == "${{ secrets.RUNAI_PLAN_CLIENT_SECRET }}"
     assert jobs(apply)["apply"]["environment"] == "production"
     for doc in (plan, drift):
         assert "RUNAI_APPLY" not in json.dumps(doc), "the writing credentials exist only in apply's production job"
@@ -18,7 +19,8 @@ def test_plan_gets_the_read_only_runai_secrets_and_apply_the_production_ones_onl
 
 
 def test_without_a_kubeconfig_the_runai_credentials_are_enough(runner: Runner) -> None:  # noqa: F811
-    for workflow, job, secret in (("plan.yml", "plan", "PLAN"), ("apply.yml", "apply", "APPLY")):
+    for workflow, job, secret in (("plan.yml", "plan", "PLAN"), ("apply.yml", "apply", "APPLY"),
+                                  ("drift.yml", "drift", "PLAN")):
         runner.expressions[f"secrets.KUBECONFIG_{secret}"] = ""
         runner.expressions[f"secrets.RUNAI_{secret}_CLIENT_ID"] = "runai-app"
         result = runner.run(load(workflow), job, "Write the")
