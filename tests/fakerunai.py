@@ -68,6 +68,7 @@ class _Injection:
     body: Any
     delay: float
     times: int | None
+    skip: int = 0
 
 
 @dataclass
@@ -178,12 +179,12 @@ class FakeRunai:
     # ---- scripting
 
     def inject(self, method: str, path: str, status: int = 500, body: Any = None, *, delay: float = 0.0,
-               times: int | None = 1) -> None:
-        """The next `times` requests matching answer `status` (after `delay` seconds: a stall)."""
+               times: int | None = 1, skip: int = 0) -> None:
+        """After `skip` matching requests, the next `times` answer `status` (after `delay` seconds: a stall)."""
         with self._lock:
             self._injections.append(_Injection(method, re.compile(path), status,
                                                body if body is not None else {"code": status, "message": "injected"},
-                                               delay, times))
+                                               delay, times, skip))
 
     def add_workload(self, name: str, *, type: str = "workspace", annotations: list[dict[str, str]] | None = None,
                      image: str = "someone/else:latest", project_id: str = "4") -> Workload:
@@ -297,6 +298,9 @@ class FakeRunai:
             self.requests.append(Recorded(method, path, query, None if path == "/api/v1/token" else body))
             for inj in self._injections:
                 if inj.method == method and inj.path.search(path) and inj.times != 0:
+                    if inj.skip > 0:
+                        inj.skip -= 1
+                        continue
                     if inj.times is not None:
                         inj.times -= 1
                     injected: tuple[int, Any, float] | None = (inj.status, inj.body, inj.delay)

@@ -304,3 +304,32 @@ def test_status_and_render_say_what_they_do_with_the_runai_backend(fake: FakeRun
     doc = yaml.safe_load((out / f"runaiworkspace-{VSCODE}.yaml").read_text())
     assert doc["kind"] == "RunaiWorkspace" and doc["metadata"]["namespace"] == PROJECT
     assert fake.requests == [], "neither talks to Run:ai"
+
+
+def test_a_failed_create_is_reported_for_its_workspace_and_the_next_run_finishes(fake: FakeRunai,
+                                                                                  repo: RunaiRepo) -> None:
+    # The first POST of the path is the lock's; the second is jane-doe-vscode's (name order).
+    fake.inject("POST", r"^/api/v1/workloads/workspaces$", 500, {"code": 500, "message": "etcd timeout"}, skip=1)
+    r = reconcile(fake, repo, "--output", "json", "--timeout", "30")
+    assert r.code == 1
+    assert f"error: RunaiWorkspace/{PROJECT}/{VSCODE}: create: HTTP 500: etcd timeout" in r.stderr.splitlines()
+    assert fake.named(VSCODE) is None and fake.named(JUPYTER) is not None, "the other workspace went on"
+    assert workspace(r.json, VSCODE)["errors"]
+    apply(fake, repo)
+    assert fake.named(VSCODE) is not None
+
+
+def test_two_applies_at_once_write_each_workspace_once(fake: FakeRunai, repo: RunaiRepo) -> None:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNAI_"))}
+    e.update(fake.environment())
+    cmd = [sys.executable, "-m", "reconciler", "--repo", str(repo.path), "--timeout", "60", "--output", "json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    creates = [r.body["name"] for r in fake.requests
+               if str(r) == "POST /api/v1/workloads/workspaces" and r.body["name"] != "workspace-reconciler-lock"]
+    assert sorted(creates) == [VSCODE, JUPYTER], "the second run re-planned under the lock and found nothing to do"
+    locks = [r for r in fake.requests if str(r) == "POST /api/v1/workloads/workspaces"
+             and r.body["name"] == "workspace-reconciler-lock"]
+    assert len(locks) >= 2, "both asked for the lock; one waited"
