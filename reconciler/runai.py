@@ -43,6 +43,8 @@ from typing import Any
 
 from reconciler.changeset import (
     Action,
+    BlockImpact,
+    BlockKind,
     LiveState,
     ObjectChange,
     Plan,
@@ -247,14 +249,47 @@ def _pvcs(obj: dict[str, Any] | None) -> list[str]:
     return [str(p.get("claimName")) for p in storage.get("pvc") or () if p.get("claimName")]
 
 
-def annotate(plan: Plan, urls: dict[str, str], running: bool) -> Plan:
-    """The plan in Run:ai's words: recreate/suspend/resume notes, connection URLs, kept PVCs."""
+def annotate(plan: Plan, desired: Iterable[DesiredWorkspace], urls: dict[str, str]) -> Plan:
+    """The plan in Run:ai's words: recreate/suspend/resume notes, connection URLs, kept PVCs, blast radius."""
+    desired = list(desired)
     workspaces = [_annotate_workspace(w, urls) for w in plan.workspaces]
     warnings = [w for w in plan.warnings if "could not be listed" not in w]
+    running = any(w.state == "running" and (w.pvcs or w.gpu) for w in desired)
     if running and not any(w.startswith("Run:ai checks PVCs") for w in warnings):
         warnings.append("Run:ai checks PVCs and the project's GPU quota when it schedules a workspace; "
                         "the plan does not (a missing PVC shows as a workspace that does not start)")
-    return dataclasses.replace(plan, workspaces=workspaces, warnings=warnings)
+    return dataclasses.replace(plan, workspaces=workspaces, warnings=warnings,
+                               blast_radius=blast_radius(desired, workspaces))
+
+
+_BLOCK_FIELDS: dict[BlockKind, tuple[str, ...]] = {
+    "environment": ("spec.image", "spec.args", "spec.command", "spec.environmentVariables", "spec.exposedUrls"),
+    "compute": ("spec.compute",),
+    "data source": ("spec.storage", "spec.workingDir"),
+}
+"""The Run:ai spec fields each kind of block controls."""
+
+
+def blast_radius(desired: list[DesiredWorkspace], workspaces: list[WorkspacePlan]) -> list[BlockImpact]:
+    """Blocks that changed, with the running workspaces recreated because of them (`impact.blast_radius`'s rule:
+    a block counts as changed when every existing workspace using it has diffs under the fields it controls)."""
+    by_name = {w.name: w for w in workspaces}
+    users: dict[tuple[BlockKind, str], list[str]] = {}
+    touched: dict[str, set[BlockKind]] = {}
+    for w in desired:
+        wp = by_name.get(w.name)
+        if wp is None or wp.action not in (Action.UPDATE, Action.UNCHANGED):
+            continue
+        paths = [d.path for o in wp.objects if o.id.kind == KIND and o.action is Action.UPDATE for d in o.diff]
+        touched[w.name] = {kind for kind, fields in _BLOCK_FIELDS.items() if any(p.startswith(fields) for p in paths)}
+        blocks: list[tuple[BlockKind, str]] = [("environment", w.environment), ("compute", w.compute),
+                                               *(("data source", d) for d in w.data_sources)]
+        for block in blocks:
+            users.setdefault(block, []).append(w.name)
+    order: dict[BlockKind, int] = {"environment": 0, "compute": 1, "data source": 2}
+    return [BlockImpact(kind, name, sorted(n for n in names if by_name[n].restarts))
+            for (kind, name), names in sorted(users.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))
+            if all(kind in touched[n] for n in names)]
 
 
 def _annotate_workspace(w: WorkspacePlan, urls: dict[str, str]) -> WorkspacePlan:
@@ -655,8 +690,7 @@ class RunaiBackend:
 
     def annotate(self, plan: Plan) -> Plan:
         """The plan with Run:ai's notes and the latest connection URLs."""
-        running = any(w.state == "running" and (w.pvcs or w.gpu) for w in self.desired.values())
-        return annotate(plan, self._urls, running)
+        return annotate(plan, self.desired.values(), self._urls)
 
     @contextmanager
     def _locked(self, opts: ApplyOptions) -> Iterator[object]:

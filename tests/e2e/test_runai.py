@@ -153,6 +153,8 @@ def test_changing_a_block_recreates_the_workspace_and_keeps_the_pvc(fake: FakeRu
     paths = [d["path"] for d in w["objects"][0]["diff"]]
     assert "spec.compute.cpuMemoryRequest" in paths
     assert "metadata.annotations.workspace-gitops/spec-hash" in paths
+    assert {"kind": "compute", "name": "cpu-small", "workspaces": [VSCODE, JUPYTER]} in p["blastRadius"], \
+        "the changed block and the workspaces it recreates"
 
     md = reconcile(fake, repo, "--dry-run", "--output", "markdown")
     assert "recreate: Run:ai has no in-place update" in md.stdout

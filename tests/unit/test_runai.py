@@ -92,7 +92,7 @@ def _plan_against(desired: list[Any], live: dict[str, Any]) -> Any:
     from reconciler.changeset import ObjectId
 
     objects = {ObjectId(KIND, "team-a", name): obj for name, obj in live.items()}
-    return annotate(compute_plan(desired, LiveState(objects, None, None), "demo", "team-a", PlanOptions()), {}, False)
+    return annotate(compute_plan(desired, LiveState(objects, None, None), "demo", "team-a", PlanOptions()), desired, {})
 
 
 def test_a_changed_spec_is_a_recreate_and_a_state_change_a_suspend(base_repo: Path) -> None:
