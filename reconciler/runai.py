@@ -37,7 +37,7 @@ import shlex
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -703,7 +703,7 @@ class RunaiBackend:
             self._lock = None
             lock.release()
 
-    def acquire_lease(self, opts: ApplyOptions) -> Any:
+    def acquire_lease(self, opts: ApplyOptions) -> AbstractContextManager[object]:
         """The lock as a context manager (see `RunaiLock`)."""
         return self._locked(opts)
 
