@@ -23,12 +23,20 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed
-from reconciler.github import publish_failure, publish_report, team_membership, write_step_summary
+from reconciler.errors import GitHubError, ReconcileError, ValidationFailed
+from reconciler.github import (
+    publish_failure,
+    publish_report,
+    team_membership,
+    workflow_run_url,
+    write_step_summary,
+)
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import render
 from reconciler.report import (
+    github_error_command,
+    github_notice_command,
     plan_json,
     plan_markdown,
     plan_text,
@@ -278,7 +286,8 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     else:
         click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
     if o.comment or os.environ.get("GITHUB_STEP_SUMMARY"):
-        markdown = markdown or plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
+        markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
+                                 details_url=workflow_run_url())
         _summary(markdown)
     if o.comment:
         try:
@@ -375,7 +384,7 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         for error in errors:
             click.echo(github_error_command(error))
         for notice in notices:
-            click.echo(f"::notice title=Ownership::{_escape_data(notice)}")
+            click.echo(github_notice_command("Ownership", notice))
     else:
         for error in errors:
             click.echo(str(error))
@@ -436,21 +445,6 @@ def schema(output_dir: Path) -> int:
 def schema_text(kind: str) -> str:
     """The committed form of a kind's JSON Schema: sorted keys, two-space indent, a final newline."""
     return json.dumps(json_schema(kind), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def github_error_command(error: ConfigError) -> str:
-    """`::error file=…,line=…,col=…::message`, escaped as GitHub's workflow commands require."""
-    return (
-        f"::error file={_escape_property(error.path)},line={error.line},col={error.col}::{_escape_data(error.message)}"
-    )
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def _one_line(text: str) -> str:

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_QUOTED = 60  # characters of a value shown in an error message
+
+
+def quote(value: object, limit: int = MAX_QUOTED) -> str:
+    """A value as an error message shows it: repr'd, and cut so a huge value gives a short line.
+
+    A string is cut before it is repr'd, so the quotes stay balanced (``'aaaa...'``).
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 @dataclass(frozen=True, order=True)
 class ConfigError:

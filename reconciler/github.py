@@ -303,6 +303,15 @@ def failure_markdown(reason: str, run_url: str | None = None) -> str:
     ])
 
 
+def workflow_run_url(env: Mapping[str, str] | None = None) -> str | None:
+    """The web page of the current workflow run, from Actions' variables (None outside Actions)."""
+    env = os.environ if env is None else env
+    server = env.get("GITHUB_SERVER_URL", "").strip().rstrip("/")
+    repository = env.get("GITHUB_REPOSITORY", "").strip()
+    run_id = env.get("GITHUB_RUN_ID", "").strip()
+    return f"{server}/{repository}/actions/runs/{run_id}" if server and repository and run_id else None
+
+
 def publish_failure(reason: str, *, env: Mapping[str, str] | None = None) -> str:
     """What ``reconcile --comment`` does when an apply fails as a whole: a new comment on the merged
     PR with the reason and how to re-run (:func:`failure_markdown`); its URL, or a GitHubError."""
