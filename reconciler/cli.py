@@ -23,7 +23,7 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.errors import GitHubError, ReconcileError, ValidationFailed
+from reconciler.errors import GitHubError, ReconcileError, ValidationFailed, one_line
 from reconciler.github import (
     publish_failure,
     publish_report,
@@ -87,12 +87,12 @@ class ReconcileGroup(click.Group):
             click.echo(f"error: {_count(len(exc.errors), 'validation error')}", err=True)
             sys.exit(EXIT_ERROR)
         except ReconcileError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(EXIT_ERROR)
         except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
             if os.environ.get("RECONCILE_DEBUG", "").strip() not in ("", "0"):
                 click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
-            message = f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (please report)"
+            message = f"internal error: {type(exc).__name__}: {one_line(str(exc))} (please report)"
             click.echo(message, err=True)
             sys.exit(EXIT_ERROR)
         sys.exit(result if isinstance(result, int) else EXIT_OK)
@@ -253,15 +253,15 @@ def _reconcile(o: RunOptions) -> int:
         raise refused
     _emit_plan(o, plan, results, repo.commit)
     if refused is not None:
-        click.echo(f"error: {_one_line(str(refused))}", err=True)
+        click.echo(f"error: {one_line(str(refused))}", err=True)
     elif not results:
         for why in result.left_alone.values():
-            click.echo(f"error: {_one_line(why)}", err=True)
+            click.echo(f"error: {one_line(why)}", err=True)
     for name, r in sorted(results.items()):
         for err in r.errors:
-            click.echo(f"error: {_one_line(err)}", err=True)
+            click.echo(f"error: {one_line(err)}", err=True)
         if r.ready is False:
-            click.echo(f"error: {name} is not ready: {_one_line(r.reason)}", err=True)
+            click.echo(f"error: {name} is not ready: {one_line(r.reason)}", err=True)
     if result.failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
@@ -270,10 +270,10 @@ def _reconcile(o: RunOptions) -> int:
 def _report_failure(reason: str) -> None:
     """A failed apply says why on the merged PR (a warning when that is not possible)."""
     try:
-        url = publish_failure(_one_line(reason))
+        url = publish_failure(one_line(reason))
         click.echo(f"commented: {url}", err=True)
     except GitHubError as e:
-        click.echo(f"warning: the failure was not posted: {_one_line(str(e))}", err=True)
+        click.echo(f"warning: the failure was not posted: {one_line(str(e))}", err=True)
 
 
 def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None) -> None:
@@ -294,7 +294,7 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
             url = publish_report(markdown or "", dry_run=o.dry_run)
             click.echo(f"commented: {url}", err=True)
         except GitHubError as e:
-            click.echo(f"warning: the report was not posted: {_one_line(str(e))}", err=True)
+            click.echo(f"warning: the report was not posted: {one_line(str(e))}", err=True)
 
 
 def _summary(markdown: str) -> None:
@@ -302,7 +302,7 @@ def _summary(markdown: str) -> None:
     try:
         write_step_summary(markdown)
     except GitHubError as e:
-        click.echo(f"warning: the job summary was not written: {_one_line(str(e))}", err=True)
+        click.echo(f"warning: the job summary was not written: {one_line(str(e))}", err=True)
 
 
 def _progress(total: int) -> Callable[[list[str], list[str]], None]:
@@ -446,9 +446,6 @@ def schema_text(kind: str) -> str:
     """The committed form of a kind's JSON Schema: sorted keys, two-space indent, a final newline."""
     return json.dumps(json_schema(kind), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _count(n: int, noun: str) -> str:

@@ -18,6 +18,12 @@ def quote(value: object, limit: int = MAX_QUOTED) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` with its whitespace runs (newlines included) made one space, cut to ``limit``."""
+    text = " ".join(text.split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass(frozen=True, order=True)
 class ConfigError:
     """One problem in the config repo, at `path:line:col` (path relative to the repo root; 1-based)."""
