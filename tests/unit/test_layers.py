@@ -11,7 +11,8 @@ OWNER = {"kubernetes": "reconciler.cluster", "git": "reconciler.policy", "urllib
 
 
 def _modules() -> set[str]:
-    return {f"reconciler.{p.stem}" for p in (ROOT / "reconciler").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    files = (ROOT / "reconciler").glob("*.py")
+    return {f"reconciler.{p.stem}" for p in files if p.stem not in ("__init__", "__main__")}
 
 
 def _contracts() -> list[dict[str, object]]:
