@@ -48,7 +48,8 @@ def run_bash(script: str, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
     env["PATH"] = f"{launcher.binary_dir()}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=120)
-    assert p.returncode == 0, f"exit {p.returncode}\n--- script\n{script}\n--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}"
+    assert p.returncode == 0, (f"exit {p.returncode}\n--- script\n{script}\n"
+                               f"--- stdout\n{p.stdout}\n--- stderr\n{p.stderr}")
     return p
 
 

@@ -39,7 +39,7 @@ def test_the_committed_schemas_are_what_reconcile_schema_writes(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     for name in SCHEMA_FILES.values():
         committed = SCHEMAS / name
-        assert committed.exists(), f"schemas/{name} is missing: run `reconcile schema --output-dir schemas` at the repo root"
+        assert committed.exists(), f"schemas/{name} is missing: run `reconcile schema --output-dir schemas`"
         assert committed.read_text() == (tmp_path / name).read_text(), (
             f"schemas/{name} is stale: run `reconcile schema --output-dir schemas` at the repo root"
         )
