@@ -141,7 +141,7 @@ def _match_container(repo: Repo, c: Candidate, where: str, container: Json, pod:
         path = mount.get("mountPath", "")
         if not claim:
             kinds = sorted(k for k in volume if k != "name") or ["unknown"]
-            c.problems.append(f"{where}: mount {path} is a {kinds[0]} volume, not a PersistentVolumeClaim; "
+            c.problems.append(f"{where}: mount {path} is a volume of type {kinds[0]}, not a PersistentVolumeClaim; "
                               "a workspace mounts data sources only")
             continue
         source = _data_source_for(repo.data_sources, claim, path, bool(mount.get("readOnly")))
