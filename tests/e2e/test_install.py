@@ -112,6 +112,9 @@ def test_install_md_cluster_commands_make_a_read_only_plan_and_a_namespaced_appl
     assert dry.code == 0, str(dry)
     assert {w["name"]: w["action"] for w in dry.json["workspaces"]} == {
         "jane-doe-vscode": "create", "john-tan-jupyterlab": "create"}
+    # `reconcile import` needs only these read rights.
+    imported = reconcile("import", "--repo", str(repo), "--dry-run", kubeconfig=plan_kc)
+    assert imported.code == 0 and "no workspace to import" in imported.stderr, str(imported)
     # ... and an apply with it is refused by the API server, leaving the namespace as it was.
     refused = reconcile("--repo", str(repo), "--no-wait", kubeconfig=plan_kc)
     assert refused.code == 1 and "forbidden (403)" in refused.stderr, str(refused)
