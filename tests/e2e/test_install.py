@@ -10,6 +10,7 @@ and can touch nothing outside the namespace; revoking makes the old tokens fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import subprocess
@@ -91,13 +92,19 @@ def test_install_md_cluster_commands_make_a_read_only_plan_and_a_namespaced_appl
     assert oct(plan_kc.stat().st_mode & 0o777) == "0o600" and oct(out.stat().st_mode & 0o777) == "0o700"
     # The document's own check prints what each identity may do.
     table = {tuple(line.split()[:-1]): line.split()[-1] for line in printed.splitlines()
-             if line.startswith(("plan ", "apply "))}
+             if line.startswith(("plan ", "apply ")) and line.split()[-1] in ("yes", "no")}
     assert table == {
         ("plan", "list", "deployments"): "yes", ("plan", "patch", "deployments"): "no",
         ("plan", "get", "secrets"): "no", ("plan", "create", "persistentvolumeclaims"): "no",
         ("apply", "list", "deployments"): "yes", ("apply", "patch", "deployments"): "yes",
         ("apply", "get", "secrets"): "no", ("apply", "create", "persistentvolumeclaims"): "no",
     }, printed
+    # The tokens expire after TOKEN_DURATION (1h here), as the document's expiry check prints.
+    expiries = dict(re.findall(r"^(plan|apply) token expires (\S+)$", printed, re.M))
+    assert set(expiries) == {"plan", "apply"}, printed
+    for when in expiries.values():
+        left = dt.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)
+        assert dt.timedelta(minutes=55) < left <= dt.timedelta(hours=1), (when, printed)
     # The kubeconfigs carry a bearer token (TokenRequest), not the admin's client certificate.
     assert "token:" in plan_kc.read_text() and "client-key" not in plan_kc.read_text()
 
