@@ -192,3 +192,12 @@ def _deployment(name: str) -> dict[str, object]:
         "selector": {"matchLabels": {"a": name}},
         "template": {"metadata": {"labels": {"a": name}},
                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+def test_deploy_manifests_applied_without_the_render_step_are_refused(control_plane: ControlPlane) -> None:
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)}
+    p = subprocess.run([str(launcher.binary_dir() / "kubectl"), "apply", "-f", str(ROOT / "deploy" / "rbac")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "__NAMESPACE__" in p.stderr, p.stderr
+    bad = subprocess.run([str(ROOT / "deploy" / "render.sh"), "Team A"], capture_output=True, text=True)
+    assert bad.returncode == 64 and "DNS-1123" in bad.stderr and bad.stdout == ""
