@@ -518,41 +518,41 @@ def import_command(repo: Path, kubeconfig: str | None, kube_context: str | None,
     loaded = load_repo(repo)
     objects = read_namespace(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     found = candidates(loaded, objects, by_name, owner_label)
-    written: list[Path] = []
-    try:
-        for c in found:
-            if not c.matches:
-                click.echo(f"{c.name}: not imported")
-                for problem in c.problems:
-                    click.echo(f"  - {problem}")
-                continue
-            rel = f"workspaces/{c.name}.yaml"
-            blocks = ", ".join([c.environment, c.compute, *c.data_sources])
-            if not dry_run:
-                written.append(_write_new_file(repo, rel, file_text(loaded, c), c.name, check=False))
-            click.echo(f"{c.name}: {'matches' if dry_run else 'wrote ' + rel} ({blocks})")
-            for note in c.notes:
-                click.echo(f"  note: {note}")
-        if written:
-            load_repo(repo)  # every file written must validate, or none stays
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    written: list[str] = []
+    for c in found:
+        rel = f"workspaces/{c.name}.yaml"
+        if c.matches and not dry_run:
+            # Each file must validate with the repo (name rules, URL length, quota), or it is not kept.
+            try:
+                _write_new_file(repo, rel, file_text(loaded, c), c.name)
+                written.append(c.name)
+            except ValidationFailed as e:
+                c.problems += [f"{rel}: {err.message}" for err in e.errors]
+            except ReconcileError as e:
+                c.problems.append(str(e))
+        if not c.matches:
+            click.echo(f"{c.name}: not imported")
+            for problem in c.problems:
+                click.echo(f"  - {problem}")
+            continue
+        blocks = ", ".join([c.environment, c.compute, *c.data_sources])
+        click.echo(f"{c.name}: {'matches' if dry_run else 'wrote ' + rel} ({blocks})")
+        for note in c.notes:
+            click.echo(f"  note: {note}")
     matched = [c.name for c in found if c.matches]
     if not found:
         click.echo(f"no workspace to import: every Deployment of {loaded.project.namespace} is already managed",
                    err=True)
     if written:
-        adopt = " ".join(f"--adopt {n}" for n in matched)
-        click.echo(_next_step([f"workspaces/{n}.yaml" for n in matched], "Import running workspaces",
+        adopt = " ".join(f"--adopt {n}" for n in written)
+        click.echo(_next_step([f"workspaces/{n}.yaml" for n in written], "Import running workspaces",
                               "import-workspaces"), err=True)
         click.echo(f"after the merge, take their objects over with: reconcile {adopt} (or the apply workflow's "
                    "`adopt` input); the plan shows them as adopted updates, never a delete", err=True)
     return EXIT_ERROR if len(matched) < len(found) else EXIT_OK
 
 
-def _write_new_file(repo: Path, rel: str, text: str, name: str, check: bool = True) -> Path:
+def _write_new_file(repo: Path, rel: str, text: str, name: str) -> Path:
     """Create repo/rel (never overwriting; a .yml/.yaml twin counts), then validate the repo with it."""
     path = repo / rel
     for twin in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
@@ -564,12 +564,11 @@ def _write_new_file(repo: Path, rel: str, text: str, name: str, check: bool = Tr
             f.write(text)
     except FileExistsError:
         raise ReconcileError(f"{path} exists: not overwritten") from None
-    if check:
-        try:
-            load_repo(repo)
-        except ValidationFailed:
-            path.unlink(missing_ok=True)
-            raise
+    try:
+        load_repo(repo)
+    except ValidationFailed:
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

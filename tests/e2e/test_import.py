@@ -75,6 +75,10 @@ def test_import_writes_matching_workspaces_reports_the_others_and_the_plan_adopt
     seed(admin, "bob-lab", image="jupyter/base-notebook:latest", cpu="3", memory="5Gi", selector={"app": "bob-lab"},
          port=8888, volumes=[{"name": "scratch", "emptyDir": {}}],
          mounts=[{"name": "scratch", "mountPath": "/scratch"}], ingress_host="bob.example.org")
+    # dan: matches the blocks, but the name is too long for the workspace's URL: the file is not kept.
+    long = "dan-" + "x" * 50
+    seed(admin, long, image=VSCODE_IMAGE, cpu="1", memory="4Gi", selector=_ours_selector(long),
+         labels={"owner": "dan"})
     before = {n: _uids(admin, n) for n in ("amy-vscode", "carol-vscode", "bob-lab")}
 
     imported = reconcile("import", "--repo", str(repo), "--owner", "carol-vscode=carol", kubeconfig=kc)
@@ -93,6 +97,8 @@ def test_import_writes_matching_workspaces_reports_the_others_and_the_plan_adopt
     assert "Deployment/bob-lab: mount /scratch is a volume of type emptyDir, not a PersistentVolumeClaim" in bob
     assert "Deployment/bob-lab: owner unknown: label it owner=<login> or pass --owner bob-lab=<login>" in bob
     assert not (repo.path / "workspaces" / "bob-lab.yaml").exists()
+    assert f"{long}: not imported\n  - workspaces/{long}.yaml: URL host label" in out
+    assert not (repo.path / "workspaces" / f"{long}.yaml").exists()
     assert "reconcile --adopt amy-vscode --adopt carol-vscode" in imported.stderr
 
     amy = repo.read("workspaces/amy-vscode.yaml")
