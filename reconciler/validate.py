@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.catalog import existing_blocks_hint
 from reconciler.errors import ConfigError, ValidationFailed
 from reconciler.loader import Document, load_document, read_git_commit
 from reconciler.models import (
@@ -289,6 +288,8 @@ class _RepoReader:
             if close:
                 message += f"; did you mean {close[0]!r}?"
             else:
+                from reconciler.catalog import existing_blocks_hint
+
                 message += "; " + existing_blocks_hint(kind, sorted(loaded.models))
             self.errors.append(doc.error(loc, message))
         return False
