@@ -218,6 +218,9 @@ class Metadata(_Model):
     """Identifies the object; the name is also the file's stem."""
 
     name: Name
+    description: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None, description="What it is for, in a sentence: `reconcile blocks` shows it to users."
+    )
 
 
 class _File(_Model):
@@ -474,7 +477,17 @@ class _SchemaGenerator(GenerateJsonSchema):
         return result
 
 
-def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of one file kind, for editors and CI."""
+def json_schema(kind: str, block_names: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one file kind, for editors and CI.
+
+    `block_names` (kind -> names, e.g. {"Environment": [...]}): a Workspace's references then offer
+    the existing blocks as `examples`, which editors complete (the loader still decides what exists)."""
     schema = KIND_MODELS[kind].model_json_schema(by_alias=True, schema_generator=_SchemaGenerator)
+    if kind == "Workspace" and block_names:
+        spec = schema["$defs"]["WorkspaceSpec"]["properties"]
+        for field, block_kind in (("environment", "Environment"), ("compute", "ComputeResource")):
+            if block_names.get(block_kind):
+                spec[field]["examples"] = block_names[block_kind]
+        if block_names.get("DataSource"):
+            spec["dataSources"]["items"]["examples"] = block_names["DataSource"]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -286,6 +286,10 @@ class _RepoReader:
             close = difflib.get_close_matches(name, sorted(loaded.models) + sorted(loaded.broken), n=1)
             if close:
                 message += f"; did you mean {close[0]!r}?"
+            else:
+                from reconciler.catalog import existing_blocks_hint
+
+                message += "; " + existing_blocks_hint(kind, sorted(loaded.models))
             self.errors.append(doc.error(loc, message))
         return False
 
