@@ -32,9 +32,9 @@ from reconciler.github import (
     workflow_run_url,
     write_step_summary,
 )
-from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
+from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
-from reconciler.render import render
+from reconciler.render import DesiredWorkspace, render
 from reconciler.report import (
     github_error_command,
     github_notice_command,
@@ -236,16 +236,17 @@ def _reconcile(o: RunOptions) -> int:
     from reconciler.cluster import ClusterOptions
 
     repo = load_repo(o.repo)
-    desired = render(repo)
+    backend, desired, namespace = _backend(repo)
     unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
     if unknown:
         raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
     plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes,
                             adopt_workspaces=frozenset(o.adopt) - {"*"})
     result = run.reconcile(
-        desired, repo.project.metadata.name, repo.project.namespace,
+        desired, repo.project.metadata.name, namespace,
         run.RunOptions(plan=plan_opts, cluster=ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context),
                        dry_run=o.dry_run, wait=o.wait, timeout=o.timeout, progress=_progress),
+        backend=backend,
     )
     plan, results, refused = result.plan, result.results, result.refused
     if refused is not None and not o.dry_run:
@@ -266,6 +267,18 @@ def _reconcile(o: RunOptions) -> int:
     if result.failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
+    """project.yaml's backend: (None for the cluster, the desired workspaces, the namespace or Run:ai project)."""
+    runai_spec = repo.project.spec.runai
+    if repo.project.spec.backend != "runai" or runai_spec is None:
+        return None, render(repo), repo.project.namespace
+    from reconciler.runai import RunaiBackend, RunaiOptions, render_runai  # runapy: only with backend runai
+
+    desired = render_runai(repo)
+    opts = RunaiOptions(url=runai_spec.url, cluster=runai_spec.cluster, project=runai_spec.project)
+    return RunaiBackend(repo.project.metadata.name, opts, desired), desired, runai_spec.project
 
 
 def _report_failure(reason: str) -> None:
@@ -337,6 +350,9 @@ def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | 
     from reconciler.cluster import Cluster, ClusterOptions
 
     loaded = load_repo(repo)
+    if loaded.project.spec.backend == "runai":
+        raise click.UsageError("`reconcile status` reads Kubernetes only; with backend: runai use the Run:ai "
+                               "dashboard or `runai workspace list -p <project>`")
     cluster = Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     rows = cluster.status(loaded.project.metadata.name, render(loaded))
     if owner is not None:
@@ -415,7 +431,8 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
 )
 def render_command(repo: Path, output_dir: Path) -> int:
     """Write the desired objects as YAML files, one per object."""
-    desired = render(load_repo(repo))
+    loaded = load_repo(repo)
+    desired = _backend(loaded)[1]
     output_dir.mkdir(parents=True, exist_ok=True)
     count = 0
     for workspace in desired:

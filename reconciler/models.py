@@ -303,6 +303,16 @@ class ComputeSpec(_Model):
     cpu: Quantity
     memory: Quantity
     gpu: Annotated[int, Field(ge=0, le=MAX_GPUS)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
+    gpu_portion: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        default=None, alias="gpuPortion",
+        description="A fraction of one GPU (Run:ai GPU fractions, e.g. 0.5); only with backend: runai, without gpu.",
+    )
+
+    @model_validator(mode="after")
+    def _whole_or_portion(self) -> ComputeSpec:
+        if self.gpu_portion is not None and self.gpu:
+            raise PydanticCustomError("gpu_and_portion", "set gpu (whole GPUs) or gpuPortion (a fraction), not both")
+        return self
 
 
 class ComputeResource(_File):
@@ -340,6 +350,35 @@ class Quota(_Model):
     gpu: Annotated[int, Field(ge=0)] | None = None
 
 
+HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
+"""A control plane's base URL: https, a host, an optional port, no path."""
+_HTTPS_URL_RE = re.compile(HTTPS_URL)
+
+
+def _https_url(value: object) -> str:
+    text = _string(value)
+    if len(text) > 2048 or not _HTTPS_URL_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "https_url",
+            "{value} is not a control plane URL: use https://<host>[:port], without a path",
+            {"value": quote(text)},
+        )
+    return text
+
+
+HttpsUrl = Annotated[str, PlainValidator(_https_url), _schema(HTTPS_URL, 2048)]
+
+
+class RunaiSpec(_Model):
+    """Where the Run:ai backend puts workspaces (credentials come from the environment, never from here)."""
+
+    url: HttpsUrl = Field(
+        description="The control plane's base URL, e.g. https://myorg.run.ai."
+    )
+    cluster: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai cluster's name.")
+    project: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai project's name.")
+
+
 class ProjectSpec(_Model):
     """Where workspaces go and the rules they follow."""
 
@@ -354,6 +393,11 @@ class ProjectSpec(_Model):
         description="GitHub logins or teams (org/team-slug) allowed to change any file of the repository.",
     )
     quota: Quota | None = None
+    backend: Literal["kubernetes", "runai"] = Field(
+        default="kubernetes", description="Where workspaces run: Kubernetes objects, or Run:ai workspaces."
+    )
+    runai: RunaiSpec | None = Field(default=None, description="Required with backend: runai.")
+
 
 
 class Project(_File):

@@ -80,6 +80,7 @@ class _RepoReader:
             self._check_workspace(self.loaded["Workspace"].docs[name], workspace, project)
         if isinstance(project, Project):
             self._check_quota(project)
+            self._check_backend(project)
         if self.errors:
             raise ValidationFailed(self.errors)
         assert isinstance(project, Project)
@@ -292,6 +293,19 @@ class _RepoReader:
                 message += "; " + existing_blocks_hint(kind, sorted(loaded.models))
             self.errors.append(doc.error(loc, message))
         return False
+
+    def _check_backend(self, project: Project) -> None:
+        """backend: runai needs its spec.runai; a GPU fraction needs Run:ai."""
+        if project.spec.backend == "runai" and project.spec.runai is None:
+            self.errors.append(self.loaded["Project"].docs[""].error(
+                ("spec", "backend"), "backend: runai needs spec.runai: {url: https://..., cluster: ..., project: ...}"))
+        if project.spec.backend == "runai":
+            return
+        for name, compute in self.loaded["ComputeResource"].models.items():
+            if isinstance(compute, ComputeResource) and compute.spec.gpu_portion is not None:
+                self.errors.append(self.loaded["ComputeResource"].docs[name].error(
+                    ("spec", "gpuPortion"),
+                    "gpuPortion needs backend: runai in project.yaml (Kubernetes schedules whole GPUs only): use gpu"))
 
     def _check_quota(self, project: Project) -> None:
         quota = project.spec.quota
