@@ -45,6 +45,7 @@ class LiveState:
     objects: dict[ObjectId, dict[str, Any]]  # every Deployment/Service/Ingress in the namespace
     pvcs: dict[str, str] | None  # claim name -> phase; None = could not list
     node_gpus: list[int] | None  # allocatable nvidia.com/gpu per node; None = could not list
+    node_labels: list[dict[str, str]] | None = None  # labels per node, in node_gpus' order; None = unknown
 
 
 @dataclass

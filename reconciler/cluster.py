@@ -159,16 +159,18 @@ class Cluster:
                     raise
                 pvcs = None
         node_gpus: list[int] | None = []
+        node_labels: list[dict[str, str]] | None = None
         if gpu_check:
             try:
                 nodes = self._list("/api/v1/nodes", "list nodes")
                 node_gpus = [int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
                              for n in nodes]
+                node_labels = [dict((n.get("metadata") or {}).get("labels") or {}) for n in nodes]
             except ClusterError as e:
                 if e.status != 403:
                     raise
-                node_gpus = None
-        return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus)
+                node_gpus = node_labels = None
+        return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus, node_labels=node_labels)
 
     # --- write -------------------------------------------------------------------------------
     def _object_path(self, kind: str, name: str) -> str:
