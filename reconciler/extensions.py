@@ -13,7 +13,7 @@ keeps and `reconcile status` reads (`extension_failures`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler.models import Project
@@ -21,6 +21,8 @@ from reconciler.models import Project
 CONTAINER_NAME = "install-extensions"
 GALLERY_ENV = "EXTENSIONS_GALLERY"
 """code-server's variable for the extension gallery (default: Open VSX)."""
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+"""render.LABEL_INSTANCE (render imports this module, so it is not imported back)."""
 STATE_DIR = "$HOME/.local/share/workspace-gitops/extensions"
 
 SCRIPT = (
@@ -91,3 +93,16 @@ def extension_failures(pod: Mapping[str, Any]) -> str:
     """`extension X failed: why; ...` for the failed extensions of `pod`, or ''."""
     failed = [(ext, outcome) for ext, outcome in extension_report(pod).items() if outcome.startswith("failed")]
     return "; ".join(f"extension {ext} {outcome}" for ext, outcome in failed)
+
+
+def extension_notes(with_extensions: Iterable[str], pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Workspace -> its failed extensions (from its newest pod), for the workspaces named; none when all went in."""
+    wanted = set(with_extensions)
+    newest: dict[str, Mapping[str, Any]] = {}
+    for pod in pods:
+        name = ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_INSTANCE, "")
+        created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+        if name in wanted and created >= ((newest.get(name) or {}).get("metadata") or {}).get("creationTimestamp", ""):
+            newest[name] = pod
+    notes = {name: extension_failures(pod) for name, pod in newest.items()}
+    return {name: note for name, note in notes.items() if note}

@@ -9,7 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -419,16 +428,18 @@ class EnvironmentSpec(_Model):
     )
     vscode: VSCode | None = Field(default=None, description="VS Code settings (tool: vscode only).")
 
-    @model_validator(mode="after")
-    def _vscode_only_for_vscode(self) -> EnvironmentSpec:
-        if self.vscode is not None and self.tool != "vscode":
+    @field_validator("vscode")
+    @classmethod
+    def _vscode_only_for_vscode(cls, value: VSCode | None, info: ValidationInfo) -> VSCode | None:
+        tool = info.data.get("tool")
+        if value is not None and tool not in (None, "vscode"):
             raise PydanticCustomError(
                 "vscode_block",
-                "'vscode' is set but tool is {tool!r}: extensions install into VS Code only; "
+                "'vscode' is set but tool is '{tool}': extensions install into VS Code only; "
                 "remove the 'vscode' block or use tool: vscode",
-                {"tool": self.tool},
+                {"tool": tool},
             )
-        return self
+        return value
 
     @property
     def home_dir(self) -> str:
