@@ -101,6 +101,7 @@ class WorkspacePlan:
     source: str
     state: str = ""  # "running" | "stopped"; "" for a delete
     notes: list[str] = field(default_factory=list)
+    credential_hint_powershell: str = ""  # credential_hint for Windows PowerShell
 
     @property
     def diff_count(self) -> int:
@@ -177,3 +178,4 @@ class StatusRow:
     credential_hint: str
     age: str
     reason: str
+    credential_hint_powershell: str = ""

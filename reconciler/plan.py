@@ -198,6 +198,7 @@ def _workspace_plan(w: DesiredWorkspace, changes: list[ObjectChange]) -> Workspa
         source=w.source,
         state=w.state,
         notes=notes,
+        credential_hint_powershell=w.credential_hint_powershell,
     )
 
 

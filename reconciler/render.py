@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler import extensions, placement
+from reconciler import extensions, placement, powershell
 from reconciler.models import ComputeResource, DataSource, Environment, Project, Repo, Workspace
 
 MANAGED_BY = "workspace-reconciler"
@@ -67,6 +67,8 @@ class DesiredWorkspace:
     node_pool: str = ""
     extensions: tuple[str, ...] = ()
     default_certificate: bool = False
+    credential_hint_powershell: str = ""
+    """`credential_hint` for Windows PowerShell."""
     """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
 
 
@@ -108,6 +110,7 @@ def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
         node_pool=compute.spec.node_pool or "",
         extensions=tuple(environment.spec.vscode.extensions) if environment.spec.vscode else (),
         default_certificate=not (project.spec.ingress and project.spec.ingress.tls_secret),
+        credential_hint_powershell=powershell.credential_hint_powershell(project, workspace.name, environment),
     )
 
 
