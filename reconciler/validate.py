@@ -265,6 +265,17 @@ class _RepoReader:
                     "environment's home",
                 )
             )
+        if isinstance(environment, Environment) and environment.spec.vscode:
+            for vsix in (e for e in environment.spec.vscode.extensions if e.startswith("/")):
+                if not any(vsix.startswith(f"{path}/") for path in mounts):
+                    where = ", ".join(sorted(mounts)) or "none"
+                    self.errors.append(
+                        doc.error(
+                            ("spec", "environment"),
+                            f"environment {environment.name!r} installs {vsix}, which is on none of this "
+                            f"workspace's data sources (mounted at: {where}): list the data source that holds it",
+                        )
+                    )
         if not isinstance(project, Project):
             return
         if project.spec.owner_prefix and not workspace.name.startswith(f"{spec.owner}-"):
