@@ -48,9 +48,10 @@ _VOLUME = re.compile(r"^spec\.template\.spec\.volumes\[name=([^\]]*)\]")
 _MOUNT = re.compile(
     r"^spec\.template\.spec\.(?:containers|initContainers)\[name=[^\]]*\]\.volumeMounts\[mountPath=([^\]]*)\]"
 )
-# Pod-level fields a compute block controls: scheduler, node pool, the GPU fraction annotation.
+# Pod-level fields a compute block controls: its node pool, the GPU fraction annotation, /dev/shm.
+# (schedulerName is project.yaml's: a new scheduler is no compute block's change.)
 _COMPUTE_POD_FIELD = re.compile(
-    r"^spec\.template\.(?:spec\.(?:schedulerName|nodeSelector|tolerations)|metadata\.annotations)"
+    r"^spec\.template\.(?:spec\.(?:nodeSelector|tolerations)|metadata\.annotations)"
     rf"|^spec\.template\.spec\.volumes\[name={SHM_VOLUME}\]"
     rf"|^spec\.template\.spec\.containers\[name=[^\]]*\]\.volumeMounts\[mountPath={re.escape(SHM_PATH)}\]"
 )

@@ -198,3 +198,15 @@ def test_the_gallery_is_open_vsx_unless_the_project_names_one(base_repo: Path) -
     assert env["name"] == "EXTENSIONS_GALLERY"
     assert json.loads(env["value"]) == {"serviceUrl": "https://vsx.example.org/vscode/gallery",
                                         "itemUrl": "https://vsx.example.org/vscode/item"}
+
+
+def test_switching_the_project_to_the_runai_scheduler_restarts_pods_but_changes_no_block(tmp_path: Path) -> None:
+    before = _seed_copy(tmp_path / "e")
+    after = _seed_copy(tmp_path / "f")
+    for root in (before, after):  # whole GPUs only: a fraction needs the Run:ai scheduler
+        _edit(root / "blocks/compute/half-a100.yaml", lambda d: d["spec"].update(gpu=1))
+    _edit(before / "project.yaml", lambda d: d["spec"].update(scheduler="default"))
+    plan = _plan(before, after)
+    assert "spec.template.spec.schedulerName" in _diff_paths(plan, "alice-code")
+    assert all(w.restarts for w in plan.workspaces)
+    assert plan.blast_radius == []
