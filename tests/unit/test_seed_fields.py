@@ -7,6 +7,7 @@ The repo under tests/data/seed sets every one of them; its golden files hold the
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -19,7 +20,9 @@ import yaml
 from reconciler import extensions
 from reconciler.changeset import LiveState, ObjectId, Plan, PlanOptions
 from reconciler.plan import compute_plan
+from reconciler.readiness import status_rows
 from reconciler.render import LABEL_INSTANCE, DesiredWorkspace, render
+from reconciler.report import plan_markdown, plan_text, status_markdown, status_text
 from reconciler.validate import load_repo
 from tests.unit.test_render import _check_golden
 
@@ -210,3 +213,28 @@ def test_switching_the_project_to_the_runai_scheduler_restarts_pods_but_changes_
     assert "spec.template.spec.schedulerName" in _diff_paths(plan, "alice-code")
     assert all(w.restarts for w in plan.workspaces)
     assert plan.blast_radius == []
+
+
+def test_the_pr_comment_plan_text_and_status_give_the_powershell_command_next_to_the_posix_one(
+    tmp_path: Path,
+) -> None:
+    empty = _seed_copy(tmp_path / "g")
+    for name in ("alice-code", "bob-lab"):
+        (empty / "workspaces" / f"{name}.yaml").unlink()
+    plan = _plan(empty, SEED)  # both workspaces are created
+    markdown = plan_markdown(plan, dry_run=False)
+    assert "```sh\nkubectl -n runai-gpu-team logs deploy/bob-lab | grep \"lab?token\"\n```" in markdown
+    assert ("On Windows PowerShell:\n\n```powershell\nkubectl -n runai-gpu-team logs deploy/bob-lab | "
+            "Select-String -SimpleMatch -Pattern 'lab?token'\n```") in markdown
+    assert ("(PowerShell): kubectl -n runai-gpu-team exec deploy/alice-code '--' cat "
+            "'/home/coder/.config/code-server/config.yaml'") in plan_text(plan, False)
+    rows = status_rows(render(load_repo(SEED)), {w: _ready(w) for w in ("alice-code", "bob-lab")}, {},
+                       dt.datetime(2024, 5, 1, 9, tzinfo=dt.UTC))
+    assert "(PowerShell): kubectl -n runai-gpu-team logs deploy/bob-lab | Select-String" in status_text(rows, False)
+    assert "PowerShell: `kubectl -n runai-gpu-team exec deploy/alice-code '--' cat" in status_markdown(rows)
+
+
+def _ready(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": 1, "creationTimestamp": "2024-05-01T08:00:00Z"},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 1}}
