@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from reconciler.diff import FieldDiff, mask_object
+from reconciler.diff import FieldDiff
 
 # The order in which a workspace's objects are deleted: entry point first, data path last.
 DELETE_ORDER = ("Ingress", "Service", "Deployment")
@@ -45,6 +45,7 @@ class LiveState:
     objects: dict[ObjectId, dict[str, Any]]  # every Deployment/Service/Ingress in the namespace
     pvcs: dict[str, str] | None  # claim name -> phase; None = could not list
     node_gpus: list[int] | None  # allocatable nvidia.com/gpu per node; None = could not list
+    node_labels: list[dict[str, str]] | None = None  # labels per node, in node_gpus' order; None = unknown
 
 
 @dataclass
@@ -62,7 +63,7 @@ class ObjectChange:
     """What the plan does to one object.
 
     ``desired`` is exactly what apply sends and ``live`` what was read, so neither is masked:
-    never print them; reports use ``diff`` (masked) or ``redacted_desired``/``redacted_live``.
+    never print them; reports use ``diff``, whose secret-looking values are masked.
     """
 
     id: ObjectId
@@ -70,16 +71,6 @@ class ObjectChange:
     diff: list[FieldDiff]
     desired: dict[str, Any] | None
     live: dict[str, Any] | None
-
-    @property
-    def redacted_desired(self) -> dict[str, Any] | None:
-        """``desired`` with secret-looking values replaced by ``"***"``."""
-        return None if self.desired is None else mask_object(self.desired)
-
-    @property
-    def redacted_live(self) -> dict[str, Any] | None:
-        """``live`` with secret-looking values replaced by ``"***"``."""
-        return None if self.live is None else mask_object(self.live)
 
 
 @dataclass
@@ -100,6 +91,7 @@ class WorkspacePlan:
     source: str
     state: str = ""  # "running" | "stopped"; "" for a delete
     notes: list[str] = field(default_factory=list)
+    credential_hint_powershell: str = ""  # credential_hint for Windows PowerShell
 
     @property
     def diff_count(self) -> int:
@@ -176,3 +168,4 @@ class StatusRow:
     credential_hint: str
     age: str
     reason: str
+    credential_hint_powershell: str = ""

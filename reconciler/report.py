@@ -162,6 +162,7 @@ def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[st
         "restarts": w.restarts,
         "keptPvcs": list(w.kept_pvcs),
         "notes": list(w.notes),
+        "credentialHintPowerShell": w.credential_hint_powershell,
     }
     if result is not None:
         out.update(ready=result.ready, reason=result.reason, errors=list(result.errors))
@@ -241,6 +242,8 @@ def _workspace_lines(w: WorkspacePlan, result: WorkspaceResult | None) -> list[L
         lines.append([("    URL: ", "dim"), (w.url, "cyan")])
     if w.action in (Action.CREATE, Action.UPDATE) and w.credential_hint:
         lines.append([("    password/token: ", "dim"), (w.credential_hint, "")])
+        if w.credential_hint_powershell:
+            lines.append([("    (PowerShell): ", "dim"), (w.credential_hint_powershell, "")])
     if w.action is Action.DELETE and w.url:
         lines.append([("    was: ", "dim"), (w.url, "")])
     for note in w.notes:
@@ -325,6 +328,8 @@ def _workspace_markdown(w: WorkspacePlan, dry_run: bool, result: WorkspaceResult
             out += [f"Open <{w.url}>" + (" once it is ready." if soon else "."), ""]
         if w.credential_hint:
             out += ["Get the password or token with:", "", _fenced(w.credential_hint, "sh"), ""]
+            if w.credential_hint_powershell:
+                out += ["On Windows PowerShell:", "", _fenced(w.credential_hint_powershell, "powershell"), ""]
     for o in w.objects:
         if o.action is Action.CONFLICT:
             out += [f"- **{_conflict_text(o)}**"]
@@ -455,6 +460,7 @@ def status_json(rows: Sequence[StatusRow]) -> dict[str, Any]:
                 "credentialHint": r.credential_hint,
                 "age": r.age,
                 "reason": r.reason,
+                "credentialHintPowerShell": r.credential_hint_powershell,
             }
             for r in rows
         ],
@@ -483,6 +489,8 @@ def status_text(rows: Sequence[StatusRow], color: bool) -> str:
             lines.append([("  reason: ", "dim"), (r.reason, _STATE_STYLE.get(r.state, ""))])
         if r.credential_hint and r.state in ("ready", "not ready"):
             lines.append([("  password/token: ", "dim"), (r.credential_hint, "")])
+            if r.credential_hint_powershell:
+                lines.append([("  (PowerShell): ", "dim"), (r.credential_hint_powershell, "")])
     lines += [[], [(_status_summary_line(rows), "bold")]]
     return _to_string(lines, color)
 
@@ -499,6 +507,8 @@ def status_markdown(rows: Sequence[StatusRow]) -> str:
         detail = r.reason
         if r.credential_hint and r.state in ("ready", "not ready"):
             hint = _code(r.credential_hint).replace("|", "\\|")
+            if r.credential_hint_powershell:
+                hint += "<br>PowerShell: " + _code(r.credential_hint_powershell).replace("|", "\\|")
             detail = f"{hint}; {_cell(r.reason)}" if r.reason else hint
         else:
             detail = _cell(detail)
@@ -525,3 +535,26 @@ def validation_markdown(errors: Sequence[ConfigError], notices: Sequence[str] = 
     lines = [f"### reconcile validate: {len(errors)} {noun}", ""]
     lines += [f"- `{e.path}:{e.line}:{e.col}` {escape_markdown(e.message)}" for e in errors]
     return "\n".join(lines) + "\n\n" + extra
+
+
+# ---------------------------------------------------------------------------------------------
+# GitHub Actions workflow commands (annotations on the changed files)
+
+
+def github_error_command(error: ConfigError) -> str:
+    """`::error file=…,line=…,col=…::message`, escaped as GitHub's workflow commands require."""
+    where = f"file={_escape_property(error.path)},line={error.line},col={error.col}"
+    return f"::error {where}::{_escape_data(error.message)}"
+
+
+def github_notice_command(title: str, text: str) -> str:
+    """`::notice title=…::text`, escaped the same way."""
+    return f"::notice title={_escape_property(title)}::{_escape_data(text)}"
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

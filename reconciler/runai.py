@@ -54,6 +54,7 @@ from reconciler.changeset import (
 from reconciler.errors import LockError, ReconcileError
 from reconciler.lease import ApplyOptions, default_holder
 from reconciler.models import Repo, parse_quantity
+from reconciler.placement import is_fraction
 from reconciler.render import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -101,7 +102,8 @@ def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
     assert project.spec.runai is not None, "validate: backend runai needs spec.runai"
     runai_project = project.spec.runai.project
     deployment = w.objects[0]
-    spec = workspace_spec(deployment, w.tool, repo.compute[w.compute].spec.gpu_portion)
+    gpu = repo.compute[w.compute].spec.gpu
+    spec = workspace_spec(deployment, w.tool, float(gpu) if is_fraction(gpu) else None)
     digest = spec_hash(spec)
     spec["annotations"] = [
         {"name": ANNOTATION_MANAGED_BY, "value": MANAGED_BY},

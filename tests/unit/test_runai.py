@@ -62,7 +62,7 @@ def test_a_workspace_maps_to_image_args_env_compute_pvcs_and_its_tool_connection
 
 def test_a_gpu_portion_is_one_device_with_that_portion(base_repo: Path, write: Callable[[str, str], Path]) -> None:
     write("blocks/compute/gpu-one.yaml", "apiVersion: workspaces/v1\nkind: ComputeResource\n"
-          "metadata: {name: gpu-one}\nspec: {cpu: '4', memory: 16Gi, gpuPortion: 0.5}\n")
+          "metadata: {name: gpu-one}\nspec: {cpu: '4', memory: 16Gi, gpu: 0.5}\n")
     compute = _by_name(_runai(base_repo))["bob-lab"].objects[0]["spec"]["compute"]
     got = (compute["gpuDevicesRequest"], compute["gpuRequestType"], compute["gpuPortionRequest"])
     assert got == (1, "portion", 0.5)
