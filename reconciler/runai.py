@@ -164,6 +164,7 @@ def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | N
             "readOnly": bool(m.get("readOnly", False)),
         }
         for m in container.get("volumeMounts") or ()
+        if not m.get("subPath")  # Run:ai mounts a claim whole: the home kept in a sub-folder is not carried over
     ]
     if pvcs:
         spec["storage"] = {"pvc": pvcs}
@@ -248,7 +249,8 @@ def _recreates(change: ObjectChange) -> bool:
 
 def _pvcs(obj: dict[str, Any] | None) -> list[str]:
     storage = ((obj or {}).get("spec") or {}).get("storage") or {}
-    return [str(p.get("claimName")) for p in storage.get("pvc") or () if p.get("claimName")]
+    claims = [str(p.get("claimName")) for p in storage.get("pvc") or () if p.get("claimName")]
+    return list(dict.fromkeys(claims))
 
 
 def annotate(plan: Plan, desired: Iterable[DesiredWorkspace], urls: dict[str, str]) -> Plan:

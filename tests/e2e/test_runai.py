@@ -23,6 +23,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakerunai import CLUSTER, PROJECT, FakeRunai
 
 VSCODE = "jane-doe-vscode"
+SHA = "0123456789abcdef0123456789abcdef01234567"
 JUPYTER = "john-tan-jupyterlab"
 
 
@@ -284,19 +285,19 @@ def test_a_lock_left_by_a_dead_runner_blocks_until_its_declared_time_then_is_tak
 def test_merged_pull_request_gets_the_same_comment_as_for_kubernetes(fake: FakeRunai, repo: RunaiRepo,
                                                                      tmp_path: Path) -> None:
     with FakeGitHub() as gh:
-        gh.add_pull(7, merge_commit_sha="abc123")
-        gh.commit_pulls["abc123"] = [7]
+        gh.add_pull(7, merge_commit_sha=SHA)
+        gh.commit_pulls[SHA] = [7]
         pr = reconcile(fake, repo, "--dry-run", "--output", "markdown", "--comment",
                        env=gh.environment(tmp_path, event_name="pull_request", pr=7))
         assert pr.code == 0, str(pr)
         planned = gh.comments[7][-1]["body"]
         assert "jane-doe-vscode — create" in planned and "runai workspace exec" in planned
         assert fake.writes() == [], "the PR's plan writes nothing"
-        env = gh.environment(tmp_path, event_name="push", sha="abc123")
+        env = gh.environment(tmp_path, event_name="push", sha=SHA)
         r = reconcile(fake, repo, "--comment", "--timeout", "30", env=env)
         assert r.code == 0, str(r)
         body = gh.comments[7][-1]["body"]
-        assert len(gh.comments[7]) == 2, "the plan comment, then the apply comment"
+        assert len(gh.comments[7]) == 2, f"the plan comment, then the apply comment\n{r}"
     assert "<!--" in body.splitlines()[0], "the sticky marker first"
     assert f"https://runai.example.test/{PROJECT}/{VSCODE}/" in body
     assert f"runai workspace exec {VSCODE} -p {PROJECT} -- cat /home/coder/.config/code-server/config.yaml" in body
