@@ -118,7 +118,7 @@ def test_removing_an_env_var_and_a_data_source_from_blocks_removes_them_from_the
     apply(repo, kc)
     container = admin.get("Deployment", VSCODE)["spec"]["template"]["spec"]["containers"][0]
     assert {e["name"] for e in container["env"]} >= {"HF_HOME", "EXTRA"}
-    assert len(container["volumeMounts"]) == 2
+    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/sample-project-pvc", "/scratch", "/home/coder"]
 
     repo.edit(env_file, lambda d: d["spec"].update(env={"HF_HOME": "/cache"}))
     repo.edit(f"workspaces/{VSCODE}.yaml", lambda d: d["spec"].update(dataSources=["sample-project-pvc"]))
