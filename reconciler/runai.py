@@ -102,8 +102,9 @@ def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
     assert project.spec.runai is not None, "validate: backend runai needs spec.runai"
     runai_project = project.spec.runai.project
     deployment = w.objects[0]
-    gpu = repo.compute[w.compute].spec.gpu
-    spec = workspace_spec(deployment, w.tool, float(gpu) if is_fraction(gpu) else None)
+    compute = repo.compute[w.compute].spec
+    spec = workspace_spec(deployment, w.tool, float(compute.gpu) if is_fraction(compute.gpu) else None,
+                          compute.node_pool or "")
     digest = spec_hash(spec)
     spec["annotations"] = [
         {"name": ANNOTATION_MANAGED_BY, "value": MANAGED_BY},
@@ -127,7 +128,8 @@ def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
     return dataclasses.replace(w, url="", credential_hint=hint, objects=(obj,))
 
 
-def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | None = None) -> dict[str, Any]:
+def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | None = None,
+                   node_pool: str = "") -> dict[str, Any]:
     """The Run:ai workspace spec (WorkspaceSpecSpec, camelCase) of a rendered Deployment."""
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -154,7 +156,10 @@ def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | N
         spec["environmentVariables"] = [{"name": e["name"], "value": e["value"]} for e in container["env"]]
     if container.get("workingDir"):
         spec["workingDir"] = container["workingDir"]
-    claims = {v["name"]: v["persistentVolumeClaim"] for v in pod.get("volumes") or ()}
+    volumes = pod.get("volumes") or ()
+    if any((v.get("emptyDir") or {}).get("medium") == "Memory" for v in volumes):
+        compute["largeShmRequest"] = True  # a compute block's shm: Run:ai sizes /dev/shm itself
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in volumes if "persistentVolumeClaim" in v}
     pvcs = [
         {
             "name": m["name"],
@@ -164,10 +169,13 @@ def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | N
             "readOnly": bool(m.get("readOnly", False)),
         }
         for m in container.get("volumeMounts") or ()
-        if not m.get("subPath")  # Run:ai mounts a claim whole: the home kept in a sub-folder is not carried over
+        # Run:ai mounts a claim whole: the home kept in a sub-folder is not carried over.
+        if m["name"] in claims and not m.get("subPath")
     ]
     if pvcs:
         spec["storage"] = {"pvc": pvcs}
+    if node_pool:
+        spec["nodePools"] = [node_pool]  # a Run:ai node pool of that name
     spec["exposedUrls"] = [{"container": port, "toolType": tool_type, "toolName": tool_name}]
     return spec
 

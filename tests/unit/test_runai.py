@@ -134,3 +134,22 @@ def test_a_secret_in_args_is_masked_in_the_plan_as_for_kubernetes(base_repo: Pat
     plan = _plan_against(desired, {"bob-lab": live_object(listed, {"spec": live_spec}, "demo", "team-a")})
     text = repr(next(w for w in plan.workspaces if w.name == "bob-lab").objects[0].diff)
     assert "s3cr3t-value" not in text and "older-secret" not in text and "***" in text
+
+
+def test_shm_node_pool_and_a_home_on_the_volume_map_to_what_runai_has(base_repo: Path,
+                                                                      write: Callable[[str, str], Path]) -> None:
+    project = yaml.safe_load((base_repo / "project.yaml").read_text())
+    project["spec"]["nodePools"] = {"a100": {}}
+    (base_repo / "project.yaml").write_text(yaml.safe_dump(project))
+    write("blocks/compute/gpu-one.yaml", "apiVersion: workspaces/v1\nkind: ComputeResource\n"
+          "metadata: {name: gpu-one}\nspec: {cpu: '4', memory: 16Gi, gpu: 1, shm: 8Gi, nodePool: a100}\n")
+    spec = _by_name(_runai(base_repo))["bob-lab"].objects[0]["spec"]
+    assert spec["compute"]["largeShmRequest"] is True
+    assert spec["nodePools"] == ["a100"]
+    assert "storage" not in spec, "the memory-backed /dev/shm is not a claim to mount"
+
+
+def test_a_home_kept_in_a_pvc_sub_folder_is_not_mounted_whole(example_repo: Path) -> None:
+    spec = _by_name(_runai(example_repo))["jane-doe-vscode"].objects[0]["spec"]
+    assert [(p["claimName"], p["path"]) for p in spec["storage"]["pvc"]] == [("sample-project-pvc",
+                                                                             "/sample-project-pvc")]
