@@ -276,7 +276,7 @@ def annotate(plan: Plan, desired: Iterable[DesiredWorkspace], urls: dict[str, st
 
 _BLOCK_FIELDS: dict[BlockKind, tuple[str, ...]] = {
     "environment": ("spec.image", "spec.args", "spec.command", "spec.environmentVariables", "spec.exposedUrls"),
-    "compute": ("spec.compute",),
+    "compute": ("spec.compute", "spec.nodePools"),
     "data source": ("spec.storage", "spec.workingDir"),
 }
 """The Run:ai spec fields each kind of block controls."""
