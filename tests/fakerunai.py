@@ -180,7 +180,9 @@ class FakeRunai:
 
     def inject(self, method: str, path: str, status: int = 500, body: Any = None, *, delay: float = 0.0,
                times: int | None = 1, skip: int = 0) -> None:
-        """After `skip` matching requests, the next `times` answer `status` (after `delay` seconds: a stall)."""
+        """After `skip` matching requests, the next `times` answer `status` (after `delay` seconds: a stall).
+
+        `status` 0: the request stalls `delay` seconds, then is served as usual (a slow control plane)."""
         with self._lock:
             self._injections.append(_Injection(method, re.compile(path), status,
                                                body if body is not None else {"code": status, "message": "injected"},
@@ -309,7 +311,9 @@ class FakeRunai:
                 injected = None
         if injected is not None:
             time.sleep(injected[2])
-            return injected[0], injected[1]
+            if injected[0] != 0:
+                return injected[0], injected[1]
+            # status 0: only the stall, then the real answer
         with self._lock:
             return self._route(method, path, query, headers, body)
 

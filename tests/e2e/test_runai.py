@@ -333,8 +333,13 @@ def test_two_applies_at_once_write_each_workspace_once(fake: FakeRunai, repo: Ru
     e = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "RUNAI_"))}
     e.update(fake.environment())
     cmd = [sys.executable, "-m", "reconciler", "--repo", str(repo.path), "--timeout", "60", "--output", "json"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    # The first run's first create (the POST after its lock's) is slow: the second run plans meanwhile.
+    fake.inject("POST", r"^/api/v1/workloads/workspaces$", 0, delay=8, skip=1)
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    deadline = time.monotonic() + 60
+    while fake.named("workspace-reconciler-lock") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     creates = [r.body["name"] for r in fake.requests
