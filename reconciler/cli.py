@@ -24,7 +24,6 @@ import yaml
 
 from reconciler import __version__
 from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed
-from reconciler.github import publish_failure, publish_report, team_membership, write_step_summary
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import render
@@ -261,6 +260,8 @@ def _reconcile(o: RunOptions) -> int:
 
 def _report_failure(reason: str) -> None:
     """A failed apply says why on the merged PR (a warning when that is not possible)."""
+    from reconciler.github import publish_failure  # HTTP: only when a run posts (not on the plan path)
+
     try:
         url = publish_failure(_one_line(reason))
         click.echo(f"commented: {url}", err=True)
@@ -281,6 +282,8 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
         markdown = markdown or plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
         _summary(markdown)
     if o.comment:
+        from reconciler.github import publish_report
+
         try:
             url = publish_report(markdown or "", dry_run=o.dry_run)
             click.echo(f"commented: {url}", err=True)
@@ -290,6 +293,8 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
 
 def _summary(markdown: str) -> None:
     """The job summary is a by-product: a failure to write it is a warning, never the run's result."""
+    from reconciler.github import write_step_summary
+
     try:
         write_step_summary(markdown)
     except GitHubError as e:
@@ -362,6 +367,7 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         errors = []
     notices: list[str] = []
     if actor:
+        from reconciler.github import team_membership
         from reconciler.policy import default_base, review_ownership
 
         base = base or default_base()
