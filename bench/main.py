@@ -29,6 +29,10 @@ def control_plane(d: Path) -> Iterator[Any]:
     log("starting etcd, kube-apiserver, controller-manager and scheduler (audit log on, no nodes)")
     try:
         c = launcher.start(d, audit=True, attached=True, fake_nodes=0)
+        import fakekubelet  # type: ignore[import-not-found]  # tests/cluster/fakekubelet.py
+
+        # One node the scheduler never uses (tainted); the pull request's workspace is bound to it.
+        fakekubelet.register_nodes(c.kubeconfig, 1, schedulable=False)
     except BaseException:
         launcher.stop(d)
         raise
