@@ -46,6 +46,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
 }
 RETRYABLE = {429, 500, 502, 503, 504}
+WAIT_BY_NAME = 50
+"""Up to this many workspaces, the readiness wait lists only their Deployments (by instance label)."""
 Json = dict[str, Any]
 
 
@@ -307,10 +309,14 @@ class Cluster:
         deadline = time.monotonic() + timeout
         pending = set(names)
         ready: list[str] = []
+        selector = self._managed_selector(project)
+        if len(pending) <= WAIT_BY_NAME:  # a pull request's few workspaces: not every Deployment, every second
+            named = f"{LABEL_INSTANCE} in ({','.join(sorted(pending))})"
+            selector = {"labelSelector": f"{selector['labelSelector']},{named}"}
         while True:
             deps = {d["metadata"]["name"]: d for d in self._list(
                 f"/apis/apps/v1/namespaces/{self.namespace}/deployments", f"list deployments in {self.namespace}",
-                self._managed_selector(project))}
+                selector)}
             for n in sorted(pending):
                 if n in deps and deployment_ready(deps[n]):
                     pending.discard(n)
