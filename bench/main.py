@@ -59,8 +59,8 @@ def main() -> int:
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    log(f"sizes {cfg.sizes}, {cfg.runs} runs each; reported size {cfg.workspaces}")
-    if cfg.runs < 3:
+    log(f"sizes {cfg.sizes}, runs {[cfg.runs_for(n) for n in cfg.sizes]}; reported size {cfg.workspaces}")
+    if min(cfg.runs_for(n) for n in cfg.sizes) < 3:
         log("warning: BENCH_RUNS < 3: the medians are not the ones docs/TESTING.md#benchmark asks for")
     work = Path(tempfile.mkdtemp(prefix="workspace-gitops-bench-"))
     errors: list[str] = []

@@ -197,7 +197,7 @@ def machine() -> dict[str, str]:
 
 def command_line() -> str:
     knobs = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_WORKSPACES", "BENCH_SIZES", "BENCH_RUNS",
-                                                       "BENCH_PROFILE") if os.environ.get(k))
+                                                       "BENCH_LARGE_RUNS", "BENCH_PROFILE") if os.environ.get(k))
     cmd = "make bench" if os.environ.get("MAKELEVEL") else ".venv/bin/python bench/run.py"
     return f"{knobs} {cmd}".strip()
 
