@@ -74,6 +74,10 @@ def main() -> int:
             try:
                 for n in cfg.sizes:
                     bench.size(n)
+                    # What is measured so far survives a run stopped later (`bench/run.py --report`).
+                    save_state(cfg, results, {}, {"command": command_line(), "machine": machine(),
+                                                  "started": started.isoformat(), "elapsed": time.monotonic() - t0,
+                                                  "load_start": load_start, "errors": errors})
                 if cfg.profile and cfg.workspaces in results and not results[cfg.workspaces].errors:
                     try:
                         bench.profile(cfg.workspaces)

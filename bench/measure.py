@@ -189,8 +189,13 @@ class Bench:
         for block in blocks[k:] + blocks[:k]:
             block()
         # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait for namespaces.
-        log(f"  deleting namespaces {ns_r}, {ns_k}, {ns_f}")
-        delete_namespaces(self.admin, [ns_r, ns_k, ns_f])
+        # Nor after the last run (the control plane is stopped next, unless a profile follows).
+        last = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n) and not self.cfg.profile
+        if last:
+            log("  the last run: its namespaces go with the control plane")
+        else:
+            log(f"  deleting namespaces {ns_r}, {ns_k}, {ns_f}")
+            delete_namespaces(self.admin, [ns_r, ns_k, ns_f])
         shutil.rmtree(render_dir, ignore_errors=True)
         shutil.rmtree(render_dir.with_name(render_dir.name + "-pr"), ignore_errors=True)
         self.audit.quiet()

@@ -284,6 +284,7 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
           f"| {fmt(ratio(r.median('apply_create_s'), r.median('create_floor_s')), 'x')} "
           f"| {fmt(r.peak_rss_mb(), ' MB')} |" for size, r in sorted(results.items())],
         "",
+        *run_notes(),
         f"## {n} workspaces: reconciler against kubectl", "",
         "| measurement | reconciler | kubectl | kubectl / reconciler | target | result |",
         "|---|---:|---:|---:|---|---|",
@@ -418,6 +419,15 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            f"means at most {TARGET_GROWTH_SLACK}x the ratio of the workspace counts (fixed costs such as "
            "imports make it sublinear).", ""]
     (BENCH / "RESULTS.md").write_text("\n".join(md))
+
+
+def run_notes() -> list[str]:
+    """bench/RUN_NOTES.md, a hand-written reading of the latest run, when present."""
+    notes = BENCH / "RUN_NOTES.md"
+    if not notes.exists():
+        return []
+    return ["### Reading this run", "", "*Hand-written after the run (`bench/RUN_NOTES.md`); "
+            "`bench/run.py --report` copies it in.*", "", notes.read_text().strip(), ""]
 
 
 STATE = BENCH / "work" / "last-run.json"
