@@ -92,6 +92,7 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     results: dict[str, WorkspaceResult] = {}
     if not opts.dry_run and refused is None and plan.has_changes:
         with api.acquire_lease(ApplyOptions(timeout=opts.timeout)):
+            del plan  # its live state is not kept next to the new one's (the peak memory of an apply)
             plan = make_plan()  # again, under the lock: never act on a plan another run made stale
             check(plan, mass_delete_rules)
             results = api.apply(plan)
