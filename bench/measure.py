@@ -12,9 +12,10 @@ from typing import Any
 
 from bench.audit import Audit
 from bench.config import BENCH, UA_KUBECTL, UA_RECONCILER, WRITE_VERBS, BenchError, Config, log
-from bench.kube import Admin, create_namespaces, delete_namespaces
+from bench.floor import create_floor
+from bench.kube import Admin, OneWorkspaceKubelet, create_namespaces, delete_namespaces
 from bench.repo import CHANGED_BLOCK, GeneratedRepo, generate_repo
-from bench.runner import Ran, cpu_seconds, kubectl_argv, reconcile_argv, run
+from bench.runner import Ran, cpu_seconds, kubectl_argv, python_argv, reconcile_argv, run
 from bench.samples import SizeResult
 
 
@@ -110,19 +111,26 @@ class Bench:
         self.results[n] = res
         repo = generate_repo(self.work / f"repo-{n}", n)
         log(f"n={n}: generated {n} workspace files ({repo.changed} use {CHANGED_BLOCK}) in {repo.path}")
-        namespaces = [ns for i in range(1, self.cfg.runs + 1) for ns in self.run_namespaces(n, i)]
+        runs = self.cfg.runs_for(n)
+        res.runs = runs
+        namespaces = [ns for i in range(1, runs + 1) for ns in self.run_namespaces(n, i)]
         if self.cfg.profile and n == self.cfg.workspaces:
             namespaces.append(self.profile_namespace(n))
         create_namespaces(self.admin, namespaces)
         self.audit.quiet()
-        for i in range(1, self.cfg.runs + 1):
-            log(f"n={n}: run {i}/{self.cfg.runs}")
+        for i in range(1, runs + 1):
+            log(f"n={n}: run {i}/{runs}")
             self.one_run(res, repo, i)
         return res
 
+    def extended(self, n: int) -> bool:
+        """Whether size `n` also measures the pull request and the floor: at the reported size and from
+        1,000 up (a smaller size is there for growth; this keeps `BENCH_WORKSPACES=300` short)."""
+        return n >= 1000 or n == self.cfg.workspaces
+
     @staticmethod
-    def run_namespaces(n: int, i: int) -> tuple[str, str]:
-        return f"bench-{n}-r{i}", f"bench-{n}-r{i}-kubectl"
+    def run_namespaces(n: int, i: int) -> tuple[str, str, str]:
+        return f"bench-{n}-r{i}", f"bench-{n}-r{i}-kubectl", f"bench-{n}-r{i}-floor"
 
     @staticmethod
     def profile_namespace(n: int) -> str:
@@ -130,7 +138,7 @@ class Bench:
 
     def one_run(self, res: SizeResult, repo: GeneratedRepo, i: int) -> None:
         n = repo.n
-        ns_r, ns_k = self.run_namespaces(n, i)
+        ns_r, ns_k, ns_f = self.run_namespaces(n, i)
         render_dir = self.work / f"render-{n}-{i}"
 
         def startup() -> None:
@@ -163,20 +171,38 @@ class Bench:
                 raise BenchError(f"rendered objects without metadata.namespace {ns_k}: {wrong[:3]}")
             log(f"  render              {r.seconds:7.2f}s  ({len(files)} objects)")
 
+        def kubernetes_import() -> None:
+            # What a command that talks to a cluster adds to the CLI's own imports: the cluster
+            # module, i.e. the official client (kubernetes/__init__ imports all of it) and urllib3.
+            r = run(python_argv("import time, reconciler.cli; t = time.perf_counter(); import reconciler.cluster; "
+                                "print(time.perf_counter() - t)"), cwd=self.work)
+            if r.rc != 0:
+                raise BenchError(f"importing reconciler.cluster failed: {r.tail()}")
+            res.time("kubernetes_import_s", float(r.stdout.strip()))
+
         self.measure(res, "startup", startup)
+        self.measure(res, "kubernetes import", kubernetes_import)
         self.measure(res, "validate", validate)
         rendered = self.measure(res, "render", render)
 
-        # Alternate which tool goes first, so neither always meets a colder or busier apiserver.
+        # Rotate which client goes first, so none always meets a colder or busier apiserver.
         blocks: list[Callable[[], None]] = [
             lambda: self.reconciler_block(res, repo, ns_r),
-            lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None]
-        for block in (blocks if i % 2 else blocks[::-1]):
+            lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None,
+            lambda: self.floor_block(res, repo, ns_f, render_dir) if rendered and self.extended(n) else None]
+        k = (i - 1) % len(blocks)
+        for block in blocks[k:] + blocks[:k]:
             block()
         # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait for namespaces.
-        log(f"  deleting namespaces {ns_r}, {ns_k}")
-        delete_namespaces(self.admin, [ns_r, ns_k])
+        # Nor after the last run (the control plane is stopped next, unless a profile follows).
+        last = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n) and not self.cfg.profile
+        if last:
+            log("  the last run: its namespaces go with the control plane")
+        else:
+            log(f"  deleting namespaces {ns_r}, {ns_k}, {ns_f}")
+            delete_namespaces(self.admin, [ns_r, ns_k, ns_f])
         shutil.rmtree(render_dir, ignore_errors=True)
+        shutil.rmtree(render_dir.with_name(render_dir.name + "-pr"), ignore_errors=True)
         self.audit.quiet()
 
     def reconciler_block(self, res: SizeResult, repo: GeneratedRepo, ns: str) -> None:
@@ -245,6 +271,35 @@ class Bench:
             log(f"  plan (1% changed)   {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  "
                 f"{r.maxrss_mb:6.0f} MB")
 
+        pr = repo.pr_workspace
+
+        def pr_plan() -> None:
+            r, verbs = self.reconciler(res, "pr_plan_s", *base, "--dry-run")
+            doc = plan_json(r, "plan (one workspace added)")
+            if int(doc["summary"].get("create", 0)) != 1 or changes(doc["summary"]) != 1:
+                res.note(f"the pull request's plan: summary {doc['summary']} (expected create=1 and nothing else)")
+            res.time("pr_plan_s", r.seconds)
+            res.count("pr_plan_requests", sum(verbs.values()))
+            res.verbs["pr_plan"] = verbs
+            log(f"  PR plan             {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  {r.maxrss_mb:6.0f} MB")
+
+        def pr_apply() -> None:
+            with OneWorkspaceKubelet(self.admin, ns, pr) as kubelet:
+                r, verbs = self.reconciler(res, "pr_apply_s", *base, "--timeout", "300")
+            doc = plan_json(r, "apply --wait (one workspace added)")
+            mine = [w for w in doc.get("workspaces") or [] if w.get("name") == pr]
+            if r.rc != 0 or not mine or mine[0].get("ready") is not True:
+                raise BenchError(f"the pull request's workspace did not get ready (exit {r.rc}): "
+                                 f"{(mine or [{}])[0].get('reason')}; harness kubelet: {kubelet.errors}")
+            writes = sum(v for k, v in verbs.items() if k in WRITE_VERBS)
+            objects = sum(v for k, v in verbs.items() if k == "patch")
+            res.time("pr_apply_s", r.seconds)
+            res.count("pr_apply_requests", sum(verbs.values()))
+            res.count("pr_apply_writes", objects)
+            res.verbs["pr_apply"] = verbs
+            log(f"  PR apply --wait     {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests ({objects} object "
+                f"writes, {writes} with the Lease)  {r.maxrss_mb:6.0f} MB")
+
         self.measure(res, "plan against an empty namespace", plan_empty)
         if not self.measure(res, "apply creating everything", apply_create):
             return
@@ -252,6 +307,14 @@ class Bench:
         self.measure(res, "no-op plan", plan_noop)
         self.measure(res, "no-op apply", apply_noop)
         self.measure(res, "plan after one block change", plan_one_change)
+        if not self.extended(n):
+            return
+        repo.set_pr_workspace(True)
+        try:
+            self.measure(res, "the pull request's plan", pr_plan)
+            self.measure(res, "the pull request's apply", pr_apply)
+        finally:
+            repo.set_pr_workspace(False)
 
     def kubectl_block(self, res: SizeResult, repo: GeneratedRepo, ns: str, render_dir: Path) -> None:
         n = repo.n
@@ -279,10 +342,59 @@ class Bench:
             res.verbs["kubectl_diff_noop"] = verbs
             log(f"  kubectl diff        {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests")
 
+        pr_dir = render_dir.with_name(render_dir.name + "-pr")
+
+        def pr_render() -> None:
+            repo.set_namespace(ns)
+            repo.set_pr_workspace(True)
+            try:
+                r = run(reconcile_argv("render", "--repo", str(repo.path), "--output-dir", str(pr_dir)), cwd=self.work)
+            finally:
+                repo.set_pr_workspace(False)
+                repo.set_namespace(self.run_namespaces(n, 1)[0])
+            if r.rc != 0:
+                raise BenchError(f"render (one workspace added) exited {r.rc}: {r.tail()}")
+
+        def pr_diff() -> None:
+            r, verbs = self.kubectl_run(res, "kubectl_pr_diff_s", "diff", "--server-side",
+                                        "--field-manager=kubectl", "-n", ns, "-R", "-f", str(pr_dir))
+            if r.rc != 1:
+                res.note(f"kubectl diff of the pull request exited {r.rc} (1 expected: 3 new objects): {r.tail(300)}")
+            res.time("kubectl_pr_diff_s", r.seconds)
+            res.count("kubectl_pr_diff_requests", sum(verbs.values()))
+            log(f"  kubectl diff (PR)   {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests")
+
+        def pr_apply() -> None:
+            r, verbs = self.kubectl_run(res, "kubectl_pr_apply_s", "apply", "--server-side", "-n", ns,
+                                        "-R", "-f", str(pr_dir))
+            if r.rc != 0:
+                raise BenchError(f"kubectl apply --server-side (PR) exited {r.rc}: {r.tail()}")
+            res.time("kubectl_pr_apply_s", r.seconds)
+            res.count("kubectl_pr_apply_requests", sum(verbs.values()))
+            log(f"  kubectl apply (PR)  {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests")
+
         if not self.measure(res, "kubectl apply --server-side", apply_create):
             return
         settle(self.admin, self.audit, ns, n)
         self.measure(res, "kubectl diff --server-side", diff_noop)
+        if self.extended(n) and self.measure(res, "render (one workspace added)", pr_render):
+            self.measure(res, "kubectl diff --server-side (pull request)", pr_diff)
+            self.measure(res, "kubectl apply --server-side (pull request)", pr_apply)
+
+    def floor_block(self, res: SizeResult, repo: GeneratedRepo, ns: str, render_dir: Path) -> None:
+        """The same server-side applies from a minimal client (bench/floor.py), into a third namespace."""
+
+        def floor() -> None:
+            server0, ctl0 = cpu_seconds(self.server_pids), cpu_seconds(self.controller_pids)
+            seconds, sent = create_floor(self.kc, ns, render_dir)
+            server, ctl = cpu_seconds(self.server_pids) - server0, cpu_seconds(self.controller_pids) - ctl0
+            res.cpu.setdefault("create_floor_s", []).append((0.0, server, ctl))
+            res.time("create_floor_s", seconds)
+            res.count("create_floor_requests", sent)
+            log(f"  create floor        {seconds:7.2f}s  {sent:5d} requests")
+
+        if self.measure(res, "the create floor", floor):
+            settle(self.admin, self.audit, ns, repo.n)
 
     # -- profile
     def profile(self, n: int) -> None:

@@ -56,6 +56,12 @@ def project_yaml(namespace: str) -> str:
             f"  admins: []\n")
 
 
+def workspace_yaml(name: str, owner: str, tool: str, compute: str) -> str:
+    return (f"apiVersion: workspaces/v1\nkind: Workspace\nmetadata:\n  name: {name}\nspec:\n"
+            f"  owner: {owner}\n  environment: {ENV_NAMES[tool]}\n  compute: {compute}\n"
+            f"  dataSources: [{DATA_SOURCE}]\n  state: running\n")
+
+
 @dataclass
 class GeneratedRepo:
     """A repo of `n` workspaces; `changed` is how many use CHANGED_BLOCK (1%, at least one)."""
@@ -66,6 +72,20 @@ class GeneratedRepo:
 
     def set_namespace(self, namespace: str) -> None:
         (self.path / "project.yaml").write_text(project_yaml(namespace))
+
+    @property
+    def pr_workspace(self) -> str:
+        """The workspace the one-workspace pull request adds (the next owner after the last)."""
+        return f"u{self.n + 1:0{max(4, len(str(self.n)))}d}-vscode"
+
+    def set_pr_workspace(self, present: bool) -> None:
+        """Add (or remove again) the pull request's one workspace file."""
+        name = self.pr_workspace
+        path = self.path / "workspaces" / f"{name}.yaml"
+        if present:
+            path.write_text(workspace_yaml(name, name.split("-")[0], "vscode", "cpu-small"))
+        else:
+            path.unlink(missing_ok=True)
 
     def set_block_changed(self, changed: bool) -> None:
         cpu, memory = COMPUTE[CHANGED_BLOCK]
@@ -95,10 +115,7 @@ def generate_repo(path: Path, n: int) -> GeneratedRepo:
             changed += 1
         else:
             compute = "cpu-small" if i % 3 else "cpu-mid"
-        (path / "workspaces" / f"{name}.yaml").write_text(
-            f"apiVersion: workspaces/v1\nkind: Workspace\nmetadata:\n  name: {name}\nspec:\n"
-            f"  owner: {owner}\n  environment: {ENV_NAMES[tool]}\n  compute: {compute}\n"
-            f"  dataSources: [{DATA_SOURCE}]\n  state: running\n")
+        (path / "workspaces" / f"{name}.yaml").write_text(workspace_yaml(name, owner, tool, compute))
     repo = GeneratedRepo(path, n, changed)
     repo.set_namespace(PROJECT)
     return repo

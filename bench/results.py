@@ -17,10 +17,18 @@ from typing import Any
 from bench.config import (
     BENCH,
     COUNTED,
+    PR_COUNTED,
+    PR_TIMED,
     TARGET_APPLY_SPEEDUP,
+    TARGET_FLOOR_RATIO,
     TARGET_GROWTH_SLACK,
     TARGET_PLAN_REQUESTS,
     TARGET_PLAN_SPEEDUP,
+    TARGET_PR_PLAN_REQUESTS,
+    TARGET_PR_PLAN_S,
+    TARGET_PR_SPEEDUP,
+    TARGET_PR_WRITES,
+    TARGET_RSS_5000_MB,
     TARGET_RSS_MB,
     TARGET_VALIDATE_S,
     TIMED,
@@ -68,8 +76,24 @@ def summary_json(cfg: Config, results: dict[int, SizeResult], errors: list[str])
                                                           s.cpu_median("apply_create_s"))}
     else:
         out["growth"] = None
+    # The one-workspace pull request, the create floor and the fixed cost (#15).
+    for key in ("pr_plan_s", "pr_apply_s", "kubectl_pr_apply_s", "kubectl_pr_diff_s", "create_floor_s",
+                "kubernetes_import_s"):
+        out[key] = main.median(key)
+    for key in ("pr_plan_requests", "pr_apply_writes", "pr_apply_requests", "kubectl_pr_diff_requests",
+                "kubectl_pr_apply_requests"):
+        out[key] = main.median_int(key)
+    out["create_floor_ratio"] = ratio(out["apply_create_s"], out["create_floor_s"])
+    out["pr_plan_speedup_vs_kubectl"] = ratio(out["kubectl_pr_diff_s"], out["pr_plan_s"])
+    out["pr_apply_speedup_vs_kubectl"] = ratio(out["kubectl_pr_apply_s"], out["pr_apply_s"])
+    out["runs_at_size"] = main.runs or cfg.runs
     out["sizes"] = {str(n): {k: r.median(k) for k in ("validate_s", "plan_noop_s", "apply_create_s",
-                                                        "kubectl_diff_noop_s", "kubectl_apply_create_s")}
+                                                        "kubectl_diff_noop_s", "kubectl_apply_create_s",
+                                                        "pr_plan_s", "pr_apply_s", "kubectl_pr_apply_s",
+                                                        "create_floor_s")}
+                       | {"peak_rss_mb": r.peak_rss_mb(), "runs": r.runs or cfg.runs,
+                          "pr_plan_requests": r.median_int("pr_plan_requests"),
+                          "pr_apply_writes": r.median_int("pr_apply_writes")}
                     for n, r in sorted(results.items())}
     out["targets"] = {name: verdict for name, verdict, _ in targets(out)}
     out["errors"] = errors
@@ -110,6 +134,37 @@ def targets(s: dict[str, Any]) -> list[tuple[str, str, str]]:
          f"x{gw} workspaces: plan x{gp}, apply x{ga} (kubectl apply x{g.get('kubectl_apply_create_s')}; "
          f"reconciler CPU: plan x{g.get('plan_noop_client_cpu')}, apply x{g.get('apply_create_client_cpu')})"
          if gw else "one size only"),
+        *pr_targets(s),
+    ]
+
+
+def pr_targets(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The targets of #15, judged at the reported size (they are set at 5,000 workspaces)."""
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+    plan_s: Any = s.get("pr_plan_s")
+    reqs: Any = s.get("pr_plan_requests")
+    writes: Any = s.get("pr_apply_writes")
+    ps: Any = s.get("pr_plan_speedup_vs_kubectl")
+    aps: Any = s.get("pr_apply_speedup_vs_kubectl")
+    floor: Any = s.get("create_floor_ratio")
+    rss: Any = s.get("peak_rss_mb")
+    n = s.get("workspaces")
+    return [
+        (f"one-workspace PR: plan < {TARGET_PR_PLAN_S:g} s in <= {TARGET_PR_PLAN_REQUESTS} requests",
+         verdict(plan_s < TARGET_PR_PLAN_S and reqs <= TARGET_PR_PLAN_REQUESTS
+                 if plan_s is not None and reqs is not None else None), f"{plan_s} s, {reqs} requests"),
+        (f"one-workspace PR: the apply writes exactly {TARGET_PR_WRITES} objects",
+         verdict(writes == TARGET_PR_WRITES if writes is not None else None), f"{writes}"),
+        (f"one-workspace PR: plan and apply >= {TARGET_PR_SPEEDUP:g}x faster than kubectl diff / apply",
+         verdict(ps >= TARGET_PR_SPEEDUP and aps >= TARGET_PR_SPEEDUP if ps is not None and aps is not None
+                 else None), f"plan {ps}x, apply {aps}x"),
+        (f"create <= {TARGET_FLOOR_RATIO}x the server's floor",
+         verdict(floor <= TARGET_FLOOR_RATIO if floor is not None else None), f"{floor}x"),
+        (f"peak RSS < {TARGET_RSS_5000_MB:g} MB at 5,000 workspaces",
+         verdict(rss < TARGET_RSS_5000_MB if rss is not None and n == 5000 else None),
+         f"{rss} MB at {n}"),
     ]
 
 
@@ -142,7 +197,7 @@ def machine() -> dict[str, str]:
 
 def command_line() -> str:
     knobs = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_WORKSPACES", "BENCH_SIZES", "BENCH_RUNS",
-                                                       "BENCH_PROFILE") if os.environ.get(k))
+                                                       "BENCH_LARGE_RUNS", "BENCH_PROFILE") if os.environ.get(k))
     cmd = "make bench" if os.environ.get("MAKELEVEL") else ".venv/bin/python bench/run.py"
     return f"{knobs} {cmd}".strip()
 
@@ -182,10 +237,54 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
         f"Load average (1/5/15 min) at the start: {load_start}, at the end: {m['load']}; other "
         f"kube-apiserver processes running at the end: {m['apiservers']} (a shared machine: other work "
         "adds noise, which the medians only partly absorb).", "",
-        f"Each number is the median of {cfg.runs} runs, each in fresh namespaces; requests are counted from "
+        "Each number is the median of "
+        + ", ".join(f"{r.runs or cfg.runs} run{'s' if (r.runs or cfg.runs) != 1 else ''} at {size}"
+                    for size, r in sorted(results.items()))
+        + " (a single run is one sample, not a median), each in fresh namespaces; requests are counted from "
         "the apiserver's audit log (stage ResponseComplete, user admin, by User-Agent). "
         f"Workspaces at the largest size: {n} ({s['objects']} objects: a Deployment, Service and Ingress each).",
         "",
+        f"## The one-workspace pull request, in a repo of {n} applied workspaces", "",
+        "One workspace file added to the repo whose workspaces are all applied: the plan the pull request's "
+        "check waits for, and the apply after the merge until the new workspace is ready; kubectl on the same "
+        "change, in its namespace holding the same objects (it diffs and applies every rendered object).", "",
+        "| measurement | reconciler | kubectl | kubectl / reconciler | target | result |",
+        "|---|---:|---:|---:|---|---|",
+        f"| plan (`--dry-run` / `kubectl diff --server-side`) | {fmt(s['pr_plan_s'], ' s')} "
+        f"| {fmt(s['kubectl_pr_diff_s'], ' s')} | {fmt(s['pr_plan_speedup_vs_kubectl'], 'x')} "
+        f"| < {TARGET_PR_PLAN_S:g} s, >= {TARGET_PR_SPEEDUP:g}x | {tv[names[6]][0]} / {tv[names[8]][0]} |",
+        f"| requests of that plan | {fmt(s['pr_plan_requests'])} | {fmt(s['kubectl_pr_diff_requests'])} "
+        f"| {fmt(ratio(s['kubectl_pr_diff_requests'], s['pr_plan_requests']), 'x')} "
+        f"| <= {TARGET_PR_PLAN_REQUESTS} | |",
+        f"| merge to ready (`reconcile --wait` / `kubectl apply --server-side`, which does not wait) "
+        f"| {fmt(s['pr_apply_s'], ' s')} | {fmt(s['kubectl_pr_apply_s'], ' s')} "
+        f"| {fmt(s['pr_apply_speedup_vs_kubectl'], 'x')} | >= {TARGET_PR_SPEEDUP:g}x | |",
+        f"| objects written by that apply | {fmt(s['pr_apply_writes'])} (of {fmt(s['pr_apply_requests'])} "
+        f"requests) | {fmt(s['kubectl_pr_apply_requests'])} requests | | {TARGET_PR_WRITES} | {tv[names[7]][0]} |",
+        f"| creating everything, against the server's floor | {fmt(s['apply_create_s'], ' s')} "
+        f"| floor {fmt(s['create_floor_s'], ' s')} | {fmt(s['create_floor_ratio'], 'x')} of the floor "
+        f"| <= {TARGET_FLOOR_RATIO}x | {tv[names[9]][0]} |",
+        f"| peak RSS of a reconciler process | {fmt(s['peak_rss_mb'], ' MB')} | | | < {TARGET_RSS_5000_MB:g} MB "
+        f"at 5,000 | {tv[names[10]][0]} |",
+        f"| fixed cost: `reconcile --version`; importing the cluster module (the `kubernetes` client) "
+        f"| {fmt(s['startup_s'], ' s')}; {fmt(s['kubernetes_import_s'], ' s')} | | | | |",
+        "",
+        "The floor: the same server-side apply requests, bodies serialized before the clock starts, sent with "
+        "the reconciler's concurrency (8) over one keep-alive pool by a minimal client (`bench/floor.py`) into "
+        "a fresh namespace; the ratio is the reconciler's whole `--no-wait` command (start, read, plan, Lease, "
+        "writes, report) over that.", "",
+        "| workspaces | runs | PR plan | PR plan req | kubectl diff (PR) | PR apply --wait | PR object writes "
+        "| kubectl apply (PR) | apply (create) | floor | ratio | peak RSS |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {size} | {r.runs or cfg.runs} | {fmt(r.median('pr_plan_s'), ' s')} "
+          f"| {fmt(r.median_int('pr_plan_requests'))} | {fmt(r.median('kubectl_pr_diff_s'), ' s')} "
+          f"| {fmt(r.median('pr_apply_s'), ' s')} | {fmt(r.median_int('pr_apply_writes'))} "
+          f"| {fmt(r.median('kubectl_pr_apply_s'), ' s')} | {fmt(r.median('apply_create_s'), ' s')} "
+          f"| {fmt(r.median('create_floor_s'), ' s')} "
+          f"| {fmt(ratio(r.median('apply_create_s'), r.median('create_floor_s')), 'x')} "
+          f"| {fmt(r.peak_rss_mb(), ' MB')} |" for size, r in sorted(results.items())],
+        "",
+        *run_notes(),
         f"## {n} workspaces: reconciler against kubectl", "",
         "| measurement | reconciler | kubectl | kubectl / reconciler | target | result |",
         "|---|---:|---:|---:|---|---|",
@@ -240,7 +339,12 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
                        ("plan_noop_s", "reconcile --dry-run, no-op"),
                        ("kubectl_diff_noop_s", "kubectl diff --server-side, no-op"),
                        ("apply_noop_s", "reconcile --no-wait, no-op"),
-                       ("plan_one_change_s", "reconcile --dry-run, 1% changed")):
+                       ("plan_one_change_s", "reconcile --dry-run, 1% changed"),
+                       ("pr_plan_s", "reconcile --dry-run, one workspace added"),
+                       ("kubectl_pr_diff_s", "kubectl diff --server-side, one workspace added"),
+                       ("pr_apply_s", "reconcile --wait, one workspace added"),
+                       ("kubectl_pr_apply_s", "kubectl apply --server-side, one workspace added"),
+                       ("create_floor_s", "the floor's server-side applies, creating")):
         samples = main.cpu.get(key)
         if samples:
             med = [statistics.median(x[i] for x in samples) for i in range(3)]
@@ -250,16 +354,18 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
                        ("apply_create", "reconcile --no-wait, creating"),
                        ("plan_noop", "reconcile --dry-run, no-op"), ("apply_noop", "reconcile --no-wait, no-op"),
                        ("kubectl_apply_create", "kubectl apply --server-side, creating"),
-                       ("kubectl_diff_noop", "kubectl diff --server-side, no-op")):
+                       ("kubectl_diff_noop", "kubectl diff --server-side, no-op"),
+                       ("pr_plan", "reconcile --dry-run, one workspace added"),
+                       ("pr_apply", "reconcile --wait, one workspace added")):
         verbs = main.verbs.get(key)
         if verbs:
             md.append(f"| {label} | " + ", ".join(f"{v} {k}" for k, v in verbs.most_common()) + " |")
     md += ["", "## Samples", "", "| workspaces | measurement | runs |", "|---:|---|---|"]
     for size, r in sorted(results.items()):
-        for k in TIMED:
+        for k in TIMED + PR_TIMED:
             if r.times.get(k):
                 md.append(f"| {size} | {k} | " + ", ".join(f"{x:.3f}" for x in r.times[k]) + " |")
-        for k in COUNTED:
+        for k in COUNTED + PR_COUNTED:
             if r.counts.get(k):
                 md.append(f"| {size} | {k} | " + ", ".join(str(x) for x in r.counts[k]) + " |")
     notes = [f"n={size}: {note}" for size, r in sorted(results.items()) for note in r.notes]
@@ -291,8 +397,18 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            "<render dir>` then `kubectl diff --server-side --field-manager=kubectl -R -f <render dir>` (the "
            "same field manager the apply used; kubectl diff's default is another one). Which tool goes first "
            "alternates between runs. Both namespaces are deleted (and waited for) at the end of the run.",
-           "- After each create the harness waits for the controller-manager's Pods (they stay Pending: there "
-           "are no nodes) and for the apiserver's audit log to go quiet, so the following no-op measurement "
+           "- Then, in the reconciler's namespace, one workspace file is added (the pull request): `--dry-run` "
+           "(its plan) and `reconcile --output json --timeout 300` (apply and wait until ready); in kubectl's, "
+           "the repo with that file is rendered again and `kubectl diff --server-side` and `kubectl apply "
+           "--server-side` run on the whole render directory. The control plane has one node, tainted so the "
+           "scheduler places nothing there: while `--wait` runs, the harness binds only the new workspace's Pod "
+           "to it and reports it Running and Ready, as the suite's fake kubelet does (polling every 0.1 s), so the "
+           "thousands of other Pods stay Pending and cost nothing. Object writes are the PATCHes in the audit "
+           "log (the Lease's own create/update/delete are counted apart).",
+           "- In a third fresh namespace, the create floor (`bench/floor.py`). The three clients' order rotates "
+           "between runs.",
+           "- After each create the harness waits for the controller-manager's Pods (they stay Pending: the "
+           "one node is tainted) and for the apiserver's audit log to go quiet, so the following no-op measurement "
            "does not compete with that load. kubectl keeps its discovery cache in the work directory "
            "(warm after its first command, as on a user's machine).",
            "- Peak RSS is `ru_maxrss` from `wait4()` of each reconciler process (kubectl's never counts).",
@@ -303,6 +419,15 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            f"means at most {TARGET_GROWTH_SLACK}x the ratio of the workspace counts (fixed costs such as "
            "imports make it sublinear).", ""]
     (BENCH / "RESULTS.md").write_text("\n".join(md))
+
+
+def run_notes() -> list[str]:
+    """bench/RUN_NOTES.md, a hand-written reading of the latest run, when present."""
+    notes = BENCH / "RUN_NOTES.md"
+    if not notes.exists():
+        return []
+    return ["### Reading this run", "", "*Hand-written after the run (`bench/RUN_NOTES.md`); "
+            "`bench/run.py --report` copies it in.*", "", notes.read_text().strip(), ""]
 
 
 STATE = BENCH / "work" / "last-run.json"

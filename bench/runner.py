@@ -108,3 +108,8 @@ def reconcile_argv(*args: str, profile_to: Path | None = None) -> list[str]:
 def kubectl_argv(kubectl: Path, kubeconfig: Path, cache_dir: Path, *args: str) -> list[str]:
     """kubectl with the bench's kubeconfig and a discovery cache in the work directory (warm after the first)."""
     return [str(kubectl), "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache_dir), *args]
+
+
+def python_argv(code: str) -> list[str]:
+    """The harness's Python (the same venv as the reconciler's) running `code`."""
+    return [PY, "-c", code]

@@ -15,6 +15,7 @@ class SizeResult:
 
     n: int
     objects: int = 0
+    runs: int = 0
     times: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, list[int]] = field(default_factory=dict)
     verbs: dict[str, Counter[str]] = field(default_factory=dict)

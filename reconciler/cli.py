@@ -25,13 +25,6 @@ import yaml
 
 from reconciler import __version__
 from reconciler.errors import GitHubError, ReconcileError, ValidationFailed, one_line
-from reconciler.github import (
-    publish_failure,
-    publish_report,
-    team_membership,
-    workflow_run_url,
-    write_step_summary,
-)
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import DesiredWorkspace, render
@@ -283,6 +276,8 @@ def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
 
 def _report_failure(reason: str) -> None:
     """A failed apply says why on the merged PR (a warning when that is not possible)."""
+    from reconciler.github import publish_failure  # HTTP: only when a run posts (not on the plan path)
+
     try:
         url = publish_failure(one_line(reason))
         click.echo(f"commented: {url}", err=True)
@@ -300,10 +295,14 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     else:
         click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
     if o.comment or os.environ.get("GITHUB_STEP_SUMMARY"):
+        from reconciler.github import workflow_run_url
+
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
                                  details_url=workflow_run_url())
         _summary(markdown)
     if o.comment:
+        from reconciler.github import publish_report
+
         try:
             url = publish_report(markdown or "", dry_run=o.dry_run)
             click.echo(f"commented: {url}", err=True)
@@ -313,6 +312,8 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
 
 def _summary(markdown: str) -> None:
     """The job summary is a by-product: a failure to write it is a warning, never the run's result."""
+    from reconciler.github import write_step_summary
+
     try:
         write_step_summary(markdown)
     except GitHubError as e:
@@ -392,6 +393,7 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         errors = []
     notices: list[str] = []
     if actor:
+        from reconciler.github import team_membership
         from reconciler.policy import default_base, review_ownership
 
         base = base or default_base()

@@ -1,8 +1,9 @@
 """The one module that talks to Kubernetes.
 
-Reads live state with one LIST per kind, writes with server-side apply (field manager
-`workspace-reconciler`, forced), deletes with a uid precondition, serializes writers with a
-Lease, waits for readiness and reads status (judged by the pure `readiness` module). Every API
+Reads live state with a paged LIST per kind (`limit`/`continue`), decoding each page one item at a
+time as it streams in and keeping only what the plan needs (see `read_live`), writes with
+server-side apply (field manager `workspace-reconciler`, forced), deletes with a uid precondition,
+serializes writers with a Lease, waits for readiness and reads status (judged by the pure `readiness` module). Every API
 failure becomes a ClusterError or LockError here, once, with the object's identity first.
 
 Requests go through the official client's public `ApiClient.param_serialize` and `call_api`
@@ -13,12 +14,13 @@ read with `json.loads` instead of the typed models (much faster on large LISTs) 
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +38,7 @@ from reconciler.lease import ApplyOptions as ApplyOptions
 from reconciler.lease import Lease as Lease
 from reconciler.plan import Action, LiveState, ObjectId, Plan, StatusRow, WorkspaceResult, is_ours
 from reconciler.readiness import deployment_ready, status_rows, unready_names, why_not_ready
-from reconciler.render import LABEL_INSTANCE, MANAGED_BY, DesiredWorkspace, managed_selector
+from reconciler.render import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, DesiredWorkspace, managed_selector
 
 FIELD_MANAGER = MANAGED_BY
 APPLY_ORDER = ("Deployment", "Service", "Ingress")
@@ -46,6 +48,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
 }
 RETRYABLE = {429, 500, 502, 503, 504}
+WAIT_BY_NAME = 50
+"""Up to this many workspaces, the readiness wait lists only their Deployments (by instance label)."""
 Json = dict[str, Any]
 
 
@@ -58,6 +62,10 @@ class ClusterOptions:
     request_timeout: float = 30.0
     retries: int = 3
     workers: int = 8
+    list_page_size: int = 5000
+    """Items per LIST page. Memory does not depend on it (items are decoded one at a time as the
+    page streams in); requests do: at 5,000 workspaces a plan is 2 pages per kind. Tests force a
+    small one to prove that paging loses nothing."""
 
 
 class Cluster:
@@ -88,12 +96,21 @@ class Cluster:
         Sent through the client's public ``ApiClient.param_serialize`` / ``call_api`` (its auth,
         token refresh, TLS, proxy and connection pool), and read as raw JSON bytes: no typed
         models. `write`: an object write, sent only while the Lease is held (see `fence`)."""
+        answer: Json = self._send(method, path, query, body, content_type, what or f"{method} {path}", write,
+                                  lambda r: json.loads(raw) if (raw := r.read()) else {})
+        return answer
+
+    def _send(self, method: str, path: str, query: dict[str, str] | None, body: Any, content_type: str,
+              what: str, write: bool, read: Callable[[Any], Any]) -> Any:
+        """Send one request (with the retries of `request`) and return `read` of its 2xx answer.
+
+        `read` runs inside the retry loop: a connection lost while the answer streams in is retried
+        like one lost before it."""
         headers = {"Accept": "application/json"}
         if body is None and method == "DELETE":
             body = {}
         if body is not None:
             headers["Content-Type"] = content_type
-        what = what or f"{method} {path}"
         delay = 0.5
         for attempt in range(self.opts.retries + 1):
             last = attempt == self.opts.retries
@@ -108,6 +125,10 @@ class Cluster:
                     header_params=dict(headers), body=body, auth_settings=["BearerToken"])
                 r = self._api.call_api(verb, url, header_params=sent_headers, body=payload,
                                        _request_timeout=self._timeout)
+                if 200 <= r.status < 300:
+                    answer = read(r)
+                    self.transport_error = None
+                    return answer
                 raw = r.read()  # type: ignore[no-untyped-call]
             except (urllib3.exceptions.HTTPError, OSError, ApiException) as e:
                 if isinstance(e, ApiException) and e.status:  # not a transport failure: never expected here
@@ -120,8 +141,6 @@ class Cluster:
                 delay *= 2
                 continue
             self.transport_error = None
-            if 200 <= r.status < 300:
-                return json.loads(raw) if raw else {}
             if r.status in RETRYABLE and not last:
                 retry_after = r.headers.get("Retry-After")
                 time.sleep(min(float(retry_after), 10.0) if retry_after and retry_after.isdigit() else delay)
@@ -131,31 +150,58 @@ class Cluster:
         raise AssertionError("unreachable")
 
     # --- read --------------------------------------------------------------------------------
-    def _list(self, path: str, what: str, query: dict[str, str] | None = None) -> list[Json]:
-        items: list[Json] = []
+    def _pages(self, path: str, what: str, query: dict[str, str] | None,
+               keep: Callable[[Json], Json | None]) -> Iterator[Json]:
+        """Every item of a LIST, page by page (`limit`/`continue`), each decoded on its own as the
+        page streams in and passed through `keep` (None drops it): a page is never held decoded."""
         q = dict(query or {})
-        q["limit"] = "2000"
+        q["limit"] = str(self.opts.list_page_size)
         while True:
-            page = self.request("GET", path, query=q, what=what)
-            items.extend(page.get("items") or [])
-            cont = (page.get("metadata") or {}).get("continue")
+            kept: list[Json] = []
+
+            def read(r: Any, kept: list[Json] = kept) -> str:
+                kept.clear()  # a page read again after a lost connection starts over
+                page = _StreamedList(r.response.stream(1 << 20))
+                for item in page.items():
+                    if (k := keep(item)) is not None:
+                        kept.append(k)
+                return str((page.metadata.get("metadata") or {}).get("continue") or "")
+
+            try:
+                cont = self._send("GET", path, q, None, "application/json", what, False, read)
+            except ValueError as e:  # not the JSON a LIST answers
+                raise ClusterError(f"{what}: the API server's answer is not a list ({e})") from None
+            yield from kept
             if not cont:
-                return items
+                return
             q["continue"] = cont
 
-    def read_live(self, claims: Iterable[str] = (), *, gpu_check: bool = True) -> LiveState:
-        """Everything the plan needs, one LIST per kind; any failed read aborts (never 'nothing exists')."""
+    def _list(self, path: str, what: str, query: dict[str, str] | None = None) -> list[Json]:
+        return list(self._pages(path, what, query, lambda item: item))
+
+    def read_live(self, claims: Iterable[str] = (), *, gpu_check: bool = True,
+                  wanted: Collection[ObjectId] | None = None) -> LiveState:
+        """Everything the plan needs, one paged LIST per kind; any failed read aborts (never 'nothing exists').
+
+        Kept as each object is decoded: ours (our managed-by label) whole, except other managers'
+        managedFields entries (the plan reads only ours); another's object only when it has the name
+        of an object in `wanted` (the desired objects: a conflict, or an object to adopt, which the
+        plan diffs and the adoption replaces whole), and every one when `wanted` is None. So memory
+        grows with the workspaces we manage, not with whatever else the namespace holds."""
         ns = self.namespace
         objects: dict[ObjectId, Json] = {}
         for kind, (prefix, plural) in KINDS.items():
-            for item in self._list(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}"):
-                item.setdefault("kind", kind)
+            keep = partial(_keep_live, kind, ns, wanted)
+            for item in self._pages(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}",
+                                    None, keep):
                 objects[ObjectId(kind, ns, item["metadata"]["name"])] = item
         pvcs: dict[str, str] | None = {}
         if claims:
             try:
-                found = self._list(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", f"list PVCs in {ns}")
-                pvcs = {p["metadata"]["name"]: (p.get("status") or {}).get("phase", "Pending") for p in found}
+                found = self._pages(f"/api/v1/namespaces/{ns}/persistentvolumeclaims", f"list PVCs in {ns}", None,
+                                    lambda p: {"n": p["metadata"]["name"],
+                                               "p": (p.get("status") or {}).get("phase", "Pending")})
+                pvcs = {p["n"]: p["p"] for p in found}
             except ClusterError as e:
                 if e.status != 403:
                     raise
@@ -164,10 +210,11 @@ class Cluster:
         node_labels: list[dict[str, str]] | None = None
         if gpu_check:
             try:
-                nodes = self._list("/api/v1/nodes", "list nodes")
-                node_gpus = [int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
-                             for n in nodes]
-                node_labels = [dict((n.get("metadata") or {}).get("labels") or {}) for n in nodes]
+                nodes = self._pages("/api/v1/nodes", "list nodes", None, lambda n: {
+                    "g": int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0")),
+                    "l": dict((n.get("metadata") or {}).get("labels") or {})})
+                node_gpus = [n["g"] for n in nodes]
+                node_labels = [n["l"] for n in nodes]
             except ClusterError as e:
                 if e.status != 403:
                     raise
@@ -267,10 +314,14 @@ class Cluster:
         deadline = time.monotonic() + timeout
         pending = set(names)
         ready: list[str] = []
+        selector = self._managed_selector(project)
+        if len(pending) <= WAIT_BY_NAME:  # a pull request's few workspaces: not every Deployment, every second
+            named = f"{LABEL_INSTANCE} in ({','.join(sorted(pending))})"
+            selector = {"labelSelector": f"{selector['labelSelector']},{named}"}
         while True:
             deps = {d["metadata"]["name"]: d for d in self._list(
                 f"/apis/apps/v1/namespaces/{self.namespace}/deployments", f"list deployments in {self.namespace}",
-                self._managed_selector(project))}
+                selector)}
             for n in sorted(pending):
                 if n in deps and deployment_ready(deps[n]):
                     pending.discard(n)
@@ -317,6 +368,126 @@ class Cluster:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+def _keep_live(kind: str, namespace: str, wanted: Collection[ObjectId] | None, item: Json) -> Json | None:
+    """What `read_live` keeps of one listed object (see there); None drops it."""
+    item.setdefault("kind", kind)
+    meta = item.get("metadata") or {}
+    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+        fields = meta.get("managedFields")
+        if fields:
+            meta["managedFields"] = [f for f in fields if f.get("manager") == FIELD_MANAGER]
+        return item
+    if wanted is None or ObjectId(kind, namespace, str(meta.get("name", ""))) in wanted:
+        return item
+    return None
+
+
+class _StreamedList:
+    """A LIST answer (`{"kind":..., "metadata":..., "items":[...]}`) decoded from a stream of byte
+    chunks one item at a time: `items()` yields each item as soon as it is complete; the other
+    top-level fields (the list's `metadata` with `continue`) are in `metadata` once it is done."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._buf = ""
+        self._pos = 0
+        self._eof = False
+        self._json = json.JSONDecoder()
+        self.metadata: Json = {}
+
+    def _more(self) -> bool:
+        if self._eof:
+            return False
+        for chunk in self._chunks:
+            if chunk:
+                self._buf = self._buf[self._pos:] + self._utf8.decode(chunk)
+                self._pos = 0
+                return True
+        self._buf = self._buf[self._pos:] + self._utf8.decode(b"", final=True)
+        self._pos = 0
+        self._eof = True
+        return False
+
+    def _peek(self) -> str:
+        """The next character that is not white space (not consumed); '' at the end."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+                self._pos += 1
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if not self._more():
+                return ""
+
+    def _expect(self, chars: str) -> str:
+        c = self._peek()
+        if not c or c not in chars:
+            raise ValueError(f"expected {' or '.join(repr(x) for x in chars)} at byte {self._pos}, got {c!r}")
+        self._pos += 1
+        return c
+
+    def _value(self) -> Any:
+        self._peek()
+        while True:
+            try:
+                value, end = self._json.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError:
+                if self._more():  # the value may only be incomplete
+                    continue
+                raise
+            # A number could go on in the next chunk; anything else ends where it ends.
+            if end == len(self._buf) and isinstance(value, int | float) and self._more():
+                continue
+            self._pos = end
+            return value
+
+    def _batch(self) -> list[Json]:
+        """The complete items at the start of the buffer, decoded in one call, with the `,` after them.
+
+        One call shares the decoder's memo of object keys between the items, as decoding a whole
+        page does (one item per call would keep a copy of every key per object: a third more memory).
+        Items of a LIST answer start with `{"metadata":`; the last `},{"metadata":` in the buffer is
+        taken for the end of an item, and only if the text before it decodes as a list of objects
+        (a cut inside an item cannot: its braces would not balance); otherwise nothing is decoded."""
+        end = self._buf.rfind('},{"metadata":', self._pos)
+        if end < 0 or self._buf[self._pos] != "{":
+            return []
+        try:
+            items: list[Json] = json.loads(f"[{self._buf[self._pos:end + 1]}]")
+        except json.JSONDecodeError:
+            return []
+        if not all(isinstance(i, dict) for i in items):
+            return []
+        self._pos = end + 2
+        return items
+
+    def items(self) -> Iterator[Json]:
+        self._expect("{")
+        if self._peek() == "}":
+            self._pos += 1
+            return
+        while True:
+            key = self._value()
+            self._expect(":")
+            if key == "items" and self._peek() == "[":
+                self._pos += 1
+                if self._peek() == "]":
+                    self._pos += 1
+                else:
+                    while True:
+                        yield from self._batch()
+                        item = self._value()
+                        if not isinstance(item, dict):
+                            raise ValueError("an item is not an object")
+                        yield item
+                        if self._expect(",]") == "]":
+                            break
+            else:
+                self.metadata[str(key)] = self._value()
+            if self._expect(",}") == "}":
+                return
+
 
 def _run_all(ops: list[Callable[[], object]]) -> None:
     for op in ops:

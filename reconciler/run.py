@@ -8,7 +8,7 @@ against mass deletes, which refuse the whole run (`RunResult.refused`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -18,7 +18,7 @@ from reconciler.cluster import ClusterOptions
 from reconciler.errors import PlanRefused
 from reconciler.impact import check, conflict_refusals
 from reconciler.lease import ApplyOptions
-from reconciler.plan import Action, LiveState, Plan, PlanOptions, WorkspaceResult, compute_plan
+from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan
 from reconciler.render import DesiredWorkspace
 
 Progress = Callable[[list[str], list[str]], None]
@@ -31,7 +31,7 @@ class Backend(Protocol):
     shared; a backend brings its own reader and writer of the objects `render` made for it.
     """
 
-    def read_live(self, claims: Iterable[str] = ()) -> LiveState: ...
+    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[ObjectId] | None = None) -> LiveState: ...
 
     def acquire_lease(self, opts: ApplyOptions) -> AbstractContextManager[object]: ...
 
@@ -82,9 +82,12 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     # Looked up per run, not at import: tests put a fake in cluster.Cluster's place.
     api: Backend = backend if backend is not None else cluster.Cluster(namespace, opts.cluster)
     claims = sorted({c for w in desired for c in w.pvcs})
+    # Another's object matters to the plan only where we want one of that name (a conflict).
+    wanted = {ObjectId(str(o.get("kind", "")), str(o["metadata"].get("namespace") or namespace),
+                       str(o["metadata"].get("name", ""))) for w in desired for o in w.objects}
 
     def make_plan() -> Plan:
-        made = compute_plan(desired, api.read_live(claims), project, namespace, opts.plan)
+        made = compute_plan(desired, api.read_live(claims, wanted=wanted), project, namespace, opts.plan)
         return api.annotate(made) if isinstance(api, Annotates) else made
 
     mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)
@@ -97,6 +100,7 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     results: dict[str, WorkspaceResult] = {}
     if not opts.dry_run and refused is None and plan.has_changes:
         with api.acquire_lease(ApplyOptions(timeout=opts.timeout)):
+            del plan  # its live state is not kept next to the new one's (the peak memory of an apply)
             plan = make_plan()  # again, under the lock: never act on a plan another run made stale
             check(plan, mass_delete_rules)
             results = api.apply(plan)

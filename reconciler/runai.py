@@ -36,7 +36,7 @@ import os
 import shlex
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -676,8 +676,10 @@ class RunaiBackend:
             self._api.resolve()
         return self._api
 
-    def read_live(self, claims: Iterable[str] = ()) -> LiveState:
-        """One paged listing, then a GET of each workspace in it (annotations are only there)."""
+    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[Any] | None = None) -> LiveState:
+        """One paged listing, then a GET of each workspace in it (annotations are only there).
+
+        ``wanted`` (the names the plan may create) changes nothing here: the listing is small."""
         from reconciler.changeset import ObjectId
 
         objects: dict[ObjectId, dict[str, Any]] = {}
