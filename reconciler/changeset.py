@@ -176,3 +176,4 @@ class StatusRow:
     credential_hint: str
     age: str
     reason: str
+    last_active: str = ""  # ISO 8601 UTC, from the IDE; "" when unknown or not running

@@ -1,0 +1,118 @@
+"""What running workspaces cost, from the project's hourly prices (`project.yaml` `spec.prices`). Pure.
+
+A workspace costs what its container asks for (requests = limits) for every hour it runs: CPUs
+times the CPU price, GiB of memory times the memory price, GPUs times the GPU price. A stopped
+workspace (zero replicas) costs nothing here (its volume is billed elsewhere, if at all). A month
+is 730 hours (365 * 24 / 12).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from reconciler.models import Prices, parse_quantity
+from reconciler.plan import Action, Plan
+from reconciler.render import CONTAINER_NAME, GPU_RESOURCE
+
+HOURS_PER_MONTH = 730
+_GIB = Decimal(2**30)
+
+
+@dataclass(frozen=True)
+class WorkspaceCost:
+    """One changed workspace's cost per running hour, before and after the change."""
+
+    name: str
+    action: Action
+    before: Decimal
+    after: Decimal
+    state: str
+    """"running" or "stopped" after the change; "" when it is deleted."""
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """The cost section of a plan: the changed workspaces and the project's totals, per hour."""
+
+    currency: str
+    workspaces: list[WorkspaceCost]
+    total_before: Decimal
+    total_after: Decimal
+
+
+def hourly(resources: Mapping[str, Any], prices: Prices) -> Decimal:
+    """The price of one running hour of a container's resources (its limits, else its requests)."""
+    amounts = resources.get("limits") or resources.get("requests") or {}
+    cpu = _quantity(amounts.get("cpu"))
+    memory = _quantity(amounts.get("memory")) / _GIB
+    gpu = _quantity(amounts.get(GPU_RESOURCE))
+    return cpu * Decimal(str(prices.cpu)) + memory * Decimal(str(prices.memory_gib)) + gpu * Decimal(str(prices.gpu))
+
+
+def deployment_hourly(deployment: Mapping[str, Any] | None, prices: Prices) -> Decimal:
+    """The price of one hour of a workspace's Deployment as it is (0 when absent or stopped)."""
+    if not deployment:
+        return Decimal(0)
+    spec = deployment.get("spec") or {}
+    replicas = spec.get("replicas", 1)
+    if not replicas:
+        return Decimal(0)
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    total = Decimal(0)
+    for container in containers:
+        if container.get("name") == CONTAINER_NAME or len(containers) == 1:
+            total += hourly(container.get("resources") or {}, prices)
+    return total * Decimal(int(replicas))
+
+
+def plan_cost(plan: Plan, prices: Prices | None) -> PlanCost | None:
+    """The cost section of `plan`, or None when the project sets no prices."""
+    if prices is None:
+        return None
+    rows: list[WorkspaceCost] = []
+    before_total = after_total = Decimal(0)
+    for w in plan.workspaces:
+        deployment = next((o for o in w.objects if o.id.kind == "Deployment"), None)
+        live = deployment.live if deployment is not None else None
+        desired = deployment.desired if deployment is not None else None
+        before = deployment_hourly(live, prices)
+        if w.action is Action.CONFLICT:
+            after = before  # left alone: it keeps costing what it costs
+        elif w.action is Action.DELETE:
+            after = Decimal(0)
+        else:
+            after = deployment_hourly(desired, prices)
+        before_total += before
+        after_total += after
+        if w.action in (Action.CREATE, Action.UPDATE, Action.DELETE):
+            rows.append(WorkspaceCost(w.name, w.action, before, after, w.state))
+    return PlanCost(prices.currency, rows, before_total, after_total)
+
+
+def running_total(deployments: Iterable[Mapping[str, Any]], prices: Prices) -> Decimal:
+    """The hourly cost of these Deployments as they run now."""
+    return sum((deployment_hourly(d, prices) for d in deployments), Decimal(0))
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """`USD 1.23` (cents; four decimals under one cent so a small price does not read as zero)."""
+    if amount != 0 and abs(amount) < Decimal("0.01"):
+        return f"{currency} {amount:.4f}"
+    return f"{currency} {amount:,.2f}"
+
+
+def monthly(amount: Decimal) -> Decimal:
+    """An hourly amount over a 730-hour month."""
+    return amount * HOURS_PER_MONTH
+
+
+def _quantity(value: object) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    try:
+        return parse_quantity(str(value))
+    except ValueError:
+        return Decimal(0)
