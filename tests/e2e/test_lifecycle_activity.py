@@ -27,7 +27,7 @@ from tests.e2e import ides
 from tests.e2e.helpers import Admin, reconcile
 from tests.e2e.test_pull_request_flow import embedded_kubeconfig, make_loop, only
 from tests.e2e.test_real_workspaces import EXAMPLES, PVC, Team, add_example
-from tests.e2e.workflow_runner import push_event
+from tests.e2e.workflow_runner import Event, push_event
 from tests.fakegithub import FakeGitHub
 
 pytestmark = [pytest.mark.cluster, pytest.mark.real_node]
@@ -69,6 +69,9 @@ def watched(real_plane: RealPlane, tmp_path_factory: pytest.TempPathFactory) -> 
             loop = make_loop(tmp, github, namespace, {"KUBECONFIG_PLAN": secret("workspace-reconciler-plan")},
                              {"production": {"KUBECONFIG_APPLY": secret("workspace-reconciler-apply")}}, admin)
             github.git_dir = loop.repo.path
+            lifecycle_secret = secret("workspace-reconciler-lifecycle")
+            loop.runner.secrets["KUBECONFIG_LIFECYCLE"] = lifecycle_secret
+            loop.secret_values.append(lifecycle_secret)
             for name in loop.files.workspaces():
                 loop.files.remove(f"workspaces/{name}.yaml")
             loop.files.edit("project.yaml", lambda d: d["spec"].update(idle={"stopAfter": "8h"}))
@@ -157,3 +160,37 @@ def test_the_lifecycle_run_proposes_to_stop_only_the_idle_workspace_and_the_merg
     status = reconcile("status", "--repo", str(loop.files.path), "--output", "json", kubeconfig=watched.kubeconfig)
     states = {w["name"]: (w["state"], w["lastActive"]) for w in status.json["workspaces"]}
     assert states[code] == ("stopped", None) and states[lab][0] == "ready", states
+
+
+def test_from_a_clean_clone_the_scheduled_workflow_stops_a_workspace_left_idle_past_the_limit(
+        watched: Watched) -> None:
+    team = watched.team
+    loop = team.loop
+    john, lab = EXAMPLES["jupyterlab"]
+    # A limit short enough for real time to pass it (the test above moved the clock instead).
+    loop.files.edit("project.yaml", lambda d: d["spec"].update(idle={"stopAfter": "15s"}))
+    loop.repo.commit("Stop workspaces idle for 15 seconds")
+    last = watched.last_active()[lab]
+    assert last is not None
+    time.sleep(max(0.0, (last + dt.timedelta(seconds=17) - dt.datetime.now(dt.UTC)).total_seconds()))
+
+    def scheduled() -> None:
+        event = Event("schedule", {"schedule": "17 * * * *"}, loop.repo.sha("main"), "refs/heads/main",
+                      "github-actions[bot]")
+        run = loop.workflow("lifecycle.yml", event)["lifecycle"]
+        assert run.ok and not run.skipped, str(run)
+
+    scheduled()
+    pr = only([p for p in loop.github.lifecycle_pulls() if p["state"] == "open"], "open lifecycle pull request")
+    assert pr["head"]["ref"] == f"lifecycle/idle-{john}" and f"@{john}" in pr["body"]
+    scheduled()
+    assert len([p for p in loop.github.lifecycle_pulls() if p["state"] == "open"]) == 1, "updated, not a second one"
+
+    assert loop.admin is not None
+    before = loop.repo.sha("main")
+    after = loop.github.merge_pull(pr["number"])
+    loop.apply(push_event(loop.github.repository, before=before, after=after, actor="maintainer"))
+    assert loop.admin.get("Deployment", lab)["spec"]["replicas"] == 0
+    assert PVC in loop.live("PersistentVolumeClaim")
+    scheduled()
+    assert [p for p in loop.github.lifecycle_pulls() if p["state"] == "open"] == [], "nothing runs: nothing to stop"
