@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from reconciler.diff import FieldDiff, mask_object
+from reconciler.diff import FieldDiff
 
 # The order in which a workspace's objects are deleted: entry point first, data path last.
 DELETE_ORDER = ("Ingress", "Service", "Deployment")
@@ -62,7 +62,7 @@ class ObjectChange:
     """What the plan does to one object.
 
     ``desired`` is exactly what apply sends and ``live`` what was read, so neither is masked:
-    never print them; reports use ``diff`` (masked) or ``redacted_desired``/``redacted_live``.
+    never print them; reports use ``diff``, whose secret-looking values are masked.
     """
 
     id: ObjectId
@@ -70,16 +70,6 @@ class ObjectChange:
     diff: list[FieldDiff]
     desired: dict[str, Any] | None
     live: dict[str, Any] | None
-
-    @property
-    def redacted_desired(self) -> dict[str, Any] | None:
-        """``desired`` with secret-looking values replaced by ``"***"``."""
-        return None if self.desired is None else mask_object(self.desired)
-
-    @property
-    def redacted_live(self) -> dict[str, Any] | None:
-        """``live`` with secret-looking values replaced by ``"***"``."""
-        return None if self.live is None else mask_object(self.live)
 
 
 @dataclass

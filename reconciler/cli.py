@@ -25,14 +25,22 @@ import yaml
 
 from reconciler import __version__
 from reconciler.cost import money, monthly, plan_cost, running_total
-from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed
-from reconciler.github import publish_failure, publish_report, team_membership, write_step_summary
+from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed, one_line
+from reconciler.github import (
+    publish_failure,
+    publish_report,
+    team_membership,
+    workflow_run_url,
+    write_step_summary,
+)
 from reconciler.lifecycle import expiry_errors, expiry_warnings, human, iso, parse_iso
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import render
 from reconciler.report import (
     escape_markdown,
+    github_error_command,
+    github_notice_command,
     plan_json,
     plan_markdown,
     plan_text,
@@ -83,12 +91,12 @@ class ReconcileGroup(click.Group):
             click.echo(f"error: {_count(len(exc.errors), 'validation error')}", err=True)
             sys.exit(EXIT_ERROR)
         except ReconcileError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(EXIT_ERROR)
         except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
             if os.environ.get("RECONCILE_DEBUG", "").strip() not in ("", "0"):
                 click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
-            message = f"internal error: {type(exc).__name__}: {_one_line(str(exc))} (please report)"
+            message = f"internal error: {type(exc).__name__}: {one_line(str(exc))} (please report)"
             click.echo(message, err=True)
             sys.exit(EXIT_ERROR)
         sys.exit(result if isinstance(result, int) else EXIT_OK)
@@ -250,15 +258,15 @@ def _reconcile(o: RunOptions) -> int:
         raise refused
     _emit_plan(o, plan, results, repo.commit, extras)
     if refused is not None:
-        click.echo(f"error: {_one_line(str(refused))}", err=True)
+        click.echo(f"error: {one_line(str(refused))}", err=True)
     elif not results:
         for why in result.left_alone.values():
-            click.echo(f"error: {_one_line(why)}", err=True)
+            click.echo(f"error: {one_line(why)}", err=True)
     for name, r in sorted(results.items()):
         for err in r.errors:
-            click.echo(f"error: {_one_line(err)}", err=True)
+            click.echo(f"error: {one_line(err)}", err=True)
         if r.ready is False:
-            click.echo(f"error: {name} is not ready: {_one_line(r.reason)}", err=True)
+            click.echo(f"error: {name} is not ready: {one_line(r.reason)}", err=True)
     if result.failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
@@ -267,10 +275,10 @@ def _reconcile(o: RunOptions) -> int:
 def _report_failure(reason: str) -> None:
     """A failed apply says why on the merged PR (a warning when that is not possible)."""
     try:
-        url = publish_failure(_one_line(reason))
+        url = publish_failure(one_line(reason))
         click.echo(f"commented: {url}", err=True)
     except GitHubError as e:
-        click.echo(f"warning: the failure was not posted: {_one_line(str(e))}", err=True)
+        click.echo(f"warning: the failure was not posted: {one_line(str(e))}", err=True)
 
 
 def _plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
@@ -292,15 +300,15 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     else:
         click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
     if o.comment or os.environ.get("GITHUB_STEP_SUMMARY"):
-        markdown = markdown or plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
-                                             **extras)
+        markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
+                                 details_url=workflow_run_url(), **extras)
         _summary(markdown)
     if o.comment:
         try:
             url = publish_report(markdown or "", dry_run=o.dry_run)
             click.echo(f"commented: {url}", err=True)
         except GitHubError as e:
-            click.echo(f"warning: the report was not posted: {_one_line(str(e))}", err=True)
+            click.echo(f"warning: the report was not posted: {one_line(str(e))}", err=True)
 
 
 def _summary(markdown: str) -> None:
@@ -308,7 +316,7 @@ def _summary(markdown: str) -> None:
     try:
         write_step_summary(markdown)
     except GitHubError as e:
-        click.echo(f"warning: the job summary was not written: {_one_line(str(e))}", err=True)
+        click.echo(f"warning: the job summary was not written: {one_line(str(e))}", err=True)
 
 
 def _progress(total: int) -> Callable[[list[str], list[str]], None]:
@@ -385,7 +393,7 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
     GITHUB_REPOSITORY, GITHUB_API_URL); never applies. Without GITHUB_TOKEN it is a dry run.
     """
     from reconciler.cluster import Cluster, ClusterOptions
-    from reconciler.github import GitHubContext
+    from reconciler.github_api import GitHubContext
     from reconciler.proposals import LifecycleOptions, run_lifecycle
 
     now = dt.datetime.now(dt.UTC)
@@ -474,7 +482,7 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         for error in errors:
             click.echo(github_error_command(error))
         for notice in notices:
-            click.echo(f"::notice title=Ownership::{_escape_data(notice)}")
+            click.echo(github_notice_command("Ownership", notice))
     else:
         for error in errors:
             click.echo(str(error))
@@ -546,24 +554,6 @@ def schema_text(kind: str) -> str:
     """The committed form of a kind's JSON Schema: sorted keys, two-space indent, a final newline."""
     return json.dumps(json_schema(kind), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-
-def github_error_command(error: ConfigError) -> str:
-    """`::error file=…,line=…,col=…::message`, escaped as GitHub's workflow commands require."""
-    return (
-        f"::error file={_escape_property(error.path)},line={error.line},col={error.col}::{_escape_data(error.message)}"
-    )
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _count(n: int, noun: str) -> str:

@@ -40,7 +40,6 @@ _SENSITIVE_ARG = re.compile(
 )
 # A bare flag (`--token`) whose value is the next argument.
 _SENSITIVE_FLAG = re.compile(r"^-{1,2}[^=]*(?:token|password|secret|key)[^=]*$", re.IGNORECASE | re.DOTALL)
-_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @dataclass(frozen=True)
@@ -146,18 +145,6 @@ def mask(value: Any, key: str = "") -> Any:
     if key in ("args", "command"):
         return _mask_arg(value)
     return value
-
-
-def mask_object(obj: dict[str, Any]) -> dict[str, Any]:
-    masked: dict[str, Any] = mask(obj)
-    annotations = (masked.get("metadata") or {}).get("annotations") or {}
-    if _LAST_APPLIED in annotations:
-        # kubectl's record holds the whole object, env values included.
-        masked = {
-            **masked,
-            "metadata": {**masked["metadata"], "annotations": {**annotations, _LAST_APPLIED: MASK}},
-        }
-    return masked
 
 
 # --------------------------------------------------------------------------------------------

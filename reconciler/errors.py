@@ -4,6 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_QUOTED = 60  # characters of a value shown in an error message
+
+
+def quote(value: object, limit: int = MAX_QUOTED) -> str:
+    """A value as an error message shows it: repr'd, and cut so a huge value gives a short line.
+
+    A string is cut before it is repr'd, so the quotes stay balanced (``'aaaa...'``).
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[: limit - 3] + "...")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` with its whitespace runs (newlines included) made one space, cut to ``limit``."""
+    text = " ".join(text.split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
 
 @dataclass(frozen=True, order=True)
 class ConfigError:

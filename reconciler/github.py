@@ -1,20 +1,16 @@
-"""The only module that speaks HTTP to GitHub: find the pull request, post the report, write the job summary.
+"""What the reconciler asks of GitHub: the pull request of this run, the report posted on it,
+the job summary, and admin teams' membership. The HTTP calls themselves are
+:mod:`reconciler.github_api`'s.
 
 Everything here is configured from the environment GitHub Actions sets (``GITHUB_API_URL``,
 ``GITHUB_REPOSITORY``, ``GITHUB_TOKEN``, ``GITHUB_SHA``, ``GITHUB_EVENT_PATH``,
 ``GITHUB_EVENT_NAME``, ``GITHUB_STEP_SUMMARY``, and for links ``GITHUB_SERVER_URL`` and
 ``GITHUB_RUN_ID``), so tests point it at a local HTTP server.
 
-Errors: every failure (bad token, missing permission, rate limit, wrong repository or PR,
-GitHub down, no PR for the pushed commit) becomes one :class:`~reconciler.errors.GitHubError`
-with a one-line message. A comment is a by-product of a reconcile, never its result: the CLI
-prints the error as a warning on stderr and keeps the reconcile's own exit code.
-
-Secrets: the token is sent only in the ``Authorization`` header of requests to
-``GITHUB_API_URL`` (never logged, never in a ``repr``, never followed to another host by a
-redirect or a pagination link), and a request body that contains the token, or any other
-string the caller declares secret, is refused before it leaves the process. Comment bodies
-come from the report module, which masks secrets; the check here is the last line of defence.
+A comment is a by-product of a reconcile, never its result: every failure is one
+:class:`~reconciler.errors.GitHubError`, which the CLI prints as a warning on stderr, keeping
+the reconcile's own exit code. Comment bodies come from the report module, which masks
+secrets; refusing a body that holds the token is the last line of defence.
 
 Which comment is "ours" (the sticky plan comment): one whose body contains the marker AND whose
 author is the token's own identity, so nobody can plant the marker in a comment of theirs:
@@ -31,22 +27,22 @@ author is the token's own identity, so nobody can plant the marker in a comment 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import re
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from email.message import Message
-from http.client import HTTPMessage
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import GitHubError
+from reconciler.errors import GitHubError, one_line
+from reconciler.github_api import (
+    Forbidden,
+    GitHubContext,
+    NotFound,
+    paginate,
+    refuse_secrets,
+    request,
+)
 from reconciler.report import APPLY_MARKER, PLAN_MARKER, escape_markdown
 
 log = logging.getLogger(__name__)
@@ -61,119 +57,8 @@ MAX_COMMENT_CHARS = 65_536
 MAX_STEP_SUMMARY_BYTES = 1024 * 1024
 """GitHub drops a step's job summary that is larger than this."""
 
-DEFAULT_API_URL = "https://api.github.com"
-DEFAULT_APP_SLUG = "github-actions"
-API_VERSION = "2022-11-28"
-USER_AGENT = "workspace-gitops-reconciler"
 
 _PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_target"})
-_MESSAGE_MAX = 200
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry: 5xx and network errors, a short rate limit, and the
-    empty answer of ``commits/{sha}/pulls`` right after a merge (exponential backoff)."""
-
-    attempts: int = 6
-    base_delay: float = 1.0
-    max_delay: float = 16.0
-    max_rate_limit_wait: float = 60.0
-    timeout: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before retry number ``attempt`` (0-based): base * 2**attempt, capped."""
-        return float(min(self.base_delay * (2**attempt), self.max_delay))
-
-
-@dataclass(frozen=True)
-class GitHubContext:
-    """Where and as whom to talk to GitHub, and which run this is (from the Actions environment)."""
-
-    api_url: str
-    repository: str
-    token: str = field(repr=False)
-    sha: str | None = None
-    event_name: str | None = None
-    event_path: Path | None = None
-    server_url: str | None = None
-    run_id: str | None = None
-    step_summary: Path | None = None
-    app_slug: str = DEFAULT_APP_SLUG
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
-
-    @classmethod
-    def from_env(
-        cls,
-        env: Mapping[str, str] | None = None,
-        *,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] | None = None,
-    ) -> GitHubContext:
-        """Read the context from ``env`` (default ``os.environ``); GitHubError names a missing variable.
-
-        ``GITHUB_TOKEN`` and ``GITHUB_REPOSITORY`` are required; ``GITHUB_API_URL`` defaults to
-        https://api.github.com; the others are optional here and required by the calls that
-        need them.
-        """
-        env = os.environ if env is None else env
-
-        def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        token = get("GITHUB_TOKEN")
-        if token is None:
-            raise GitHubError(
-                "GITHUB_TOKEN is not set: pass the workflow's token to the step "
-                "(env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }})"
-            )
-        repository = get("GITHUB_REPOSITORY")
-        if repository is None:
-            raise GitHubError("GITHUB_REPOSITORY is not set (expected owner/name)")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repository):
-            raise GitHubError(f"GITHUB_REPOSITORY={repository!r} is not of the form owner/name")
-        api_url = (get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-        if urllib.parse.urlsplit(api_url).scheme not in ("http", "https"):
-            raise GitHubError(f"GITHUB_API_URL={api_url!r} is not an http(s) URL")
-        event_path = get("GITHUB_EVENT_PATH")
-        step_summary = get("GITHUB_STEP_SUMMARY")
-        return cls(
-            api_url=api_url,
-            repository=repository,
-            token=token,
-            sha=get("GITHUB_SHA"),
-            event_name=get("GITHUB_EVENT_NAME"),
-            event_path=Path(event_path) if event_path else None,
-            server_url=(get("GITHUB_SERVER_URL") or "").rstrip("/") or None,
-            run_id=get("GITHUB_RUN_ID"),
-            step_summary=Path(step_summary) if step_summary else None,
-            app_slug=get("GITHUB_APP_SLUG") or DEFAULT_APP_SLUG,
-            retry=retry if retry is not None else RetryPolicy(),
-            sleep=sleep if sleep is not None else time.sleep,
-        )
-
-    @property
-    def run_url(self) -> str | None:
-        """The web page of this workflow run (its job summary holds the full report), when known."""
-        if self.server_url and self.run_id:
-            return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
-        return None
-
-    def event(self) -> dict[str, Any]:
-        """The webhook payload of the event that started the run (``GITHUB_EVENT_PATH``)."""
-        if self.event_path is None:
-            raise GitHubError("GITHUB_EVENT_PATH is not set: cannot tell which pull request this run is for")
-        try:
-            payload = json.loads(self.event_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise GitHubError(f"cannot read GITHUB_EVENT_PATH={self.event_path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise GitHubError(f"GITHUB_EVENT_PATH={self.event_path} is not JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise GitHubError(f"GITHUB_EVENT_PATH={self.event_path} does not hold a JSON object")
-        return payload
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,10 +93,12 @@ def find_pull_request(ctx: GitHubContext) -> int | None:
         sha = after if isinstance(after, str) and after else None
     if sha is None:
         raise GitHubError("GITHUB_SHA is not set: cannot find the pull request of the pushed commit")
-    path = f"/repos/{ctx.repository}/commits/{urllib.parse.quote(sha)}/pulls"
+    if not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
+        raise GitHubError(f"GITHUB_SHA={sha!r} is not a commit id")
+    path = f"/repos/{ctx.repository}/commits/{sha}/pulls"
     attempts = max(1, ctx.retry.attempts)
     for attempt in range(attempts):
-        pulls = _request(ctx, "GET", path, query={"per_page": "100"}).json
+        pulls = request(ctx, "GET", path, query={"per_page": "100"}).json
         if not isinstance(pulls, list):
             raise GitHubError(f"GET {path}: expected a JSON list, got {type(pulls).__name__}")
         candidates = [p for p in pulls if isinstance(p, dict) and isinstance(p.get("number"), int)]
@@ -243,10 +130,10 @@ def post_report(
     if marker not in (MARKER_PLAN, MARKER_APPLY):
         raise ValueError(f"unknown report marker {marker!r}")
     secrets = tuple(secrets)
-    _refuse_secrets(ctx, markdown, secrets)
+    refuse_secrets(ctx, markdown, secrets)
     body = markdown if marker in markdown else f"{marker}\n{markdown}"
     body = fit_comment(body, marker=marker, run_url=ctx.run_url)
-    _refuse_secrets(ctx, body, secrets)
+    refuse_secrets(ctx, body, secrets)
     if pr is None:
         pr = find_pull_request(ctx)
         if pr is None:
@@ -258,11 +145,11 @@ def post_report(
     if marker == MARKER_PLAN:
         existing = _find_own_comment(ctx, pr, marker)
         if existing is not None:
-            edited = _request(
+            edited = request(
                 ctx, "PATCH", f"/repos/{ctx.repository}/issues/comments/{existing}", body={"body": body}
             ).json
             return _html_url(edited, f"PATCH comment {existing}")
-    created = _request(ctx, "POST", comments_path, body={"body": body}).json
+    created = request(ctx, "POST", comments_path, body={"body": body}).json
     return _html_url(created, f"POST {comments_path}")
 
 
@@ -291,7 +178,7 @@ def failure_markdown(reason: str, run_url: str | None = None) -> str:
         MARKER_APPLY,
         "### workspace-gitops apply failed",
         "",
-        f"**Reason:** {_one_line(escape_markdown(reason))}",
+        f"**Reason:** {one_line(escape_markdown(reason))}",
         "",
         f"The cluster may be partly updated; the next successful apply converges it. Logs: {where}.",
         "",
@@ -302,6 +189,15 @@ def failure_markdown(reason: str, run_url: str | None = None) -> str:
         "approve the run.",
         "",
     ])
+
+
+def workflow_run_url(env: Mapping[str, str] | None = None) -> str | None:
+    """The web page of the current workflow run, from Actions' variables (None outside Actions)."""
+    env = os.environ if env is None else env
+    server = env.get("GITHUB_SERVER_URL", "").strip().rstrip("/")
+    repository = env.get("GITHUB_REPOSITORY", "").strip()
+    run_id = env.get("GITHUB_RUN_ID", "").strip()
+    return f"{server}/{repository}/actions/runs/{run_id}" if server and repository and run_id else None
 
 
 def publish_failure(reason: str, *, env: Mapping[str, str] | None = None) -> str:
@@ -337,10 +233,10 @@ def team_membership(env: Mapping[str, str] | None = None) -> Callable[[str, str]
             raise GitHubError(f"{team!r} is not an org/team, or {login!r} not a login")
         path = f"/orgs/{org}/teams/{slug}/memberships/{login}"
         try:
-            answer = _request(ctx, "GET", path, permission_hint=False).json
-        except _NotFound:
+            answer = request(ctx, "GET", path, permission_hint=False).json
+        except NotFound:
             return False
-        except _Forbidden:
+        except Forbidden:
             raise GitHubError(
                 f"GET {path}: 403 Forbidden: {TEAMS_TOKEN} needs the organization permission \"Members: read\" "
                 "(read:org for a classic token)"
@@ -356,8 +252,8 @@ def team_membership(env: Mapping[str, str] | None = None) -> Callable[[str, str]
 
 def list_pulls(ctx: GitHubContext, *, state: str = "all", base: str | None = None) -> list[dict[str, Any]]:
     """Every pull request of the repository in ``state`` (open, closed, all), newest first."""
-    query = f"?state={urllib.parse.quote(state)}" + (f"&base={urllib.parse.quote(base)}" if base else "")
-    return list(_paginate(ctx, f"/repos/{ctx.repository}/pulls{query}"))
+    query = f"?state={_path(state)}" + (f"&base={_path(base)}" if base else "")
+    return list(paginate(ctx, f"/repos/{ctx.repository}/pulls{query}"))
 
 
 def own_author(ctx: GitHubContext) -> Callable[[dict[str, Any]], bool]:
@@ -368,8 +264,8 @@ def own_author(ctx: GitHubContext) -> Callable[[dict[str, Any]], bool]:
 def branch_head(ctx: GitHubContext, branch: str) -> str | None:
     """The commit SHA ``branch`` points at, or None when there is no such branch."""
     try:
-        ref = _request(ctx, "GET", f"/repos/{ctx.repository}/git/ref/heads/{_path(branch)}").json
-    except _NotFound:
+        ref = request(ctx, "GET", f"/repos/{ctx.repository}/git/ref/heads/{_path(branch)}").json
+    except NotFound:
         return None
     sha = (ref.get("object") or {}).get("sha") if isinstance(ref, dict) else None
     if not isinstance(sha, str):
@@ -380,17 +276,17 @@ def branch_head(ctx: GitHubContext, branch: str) -> str | None:
 def set_branch(ctx: GitHubContext, branch: str, sha: str) -> None:
     """Point ``branch`` at ``sha``: created when missing, else moved there (forced: it is ours alone)."""
     if branch_head(ctx, branch) is None:
-        _request(ctx, "POST", f"/repos/{ctx.repository}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha})
+        request(ctx, "POST", f"/repos/{ctx.repository}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha})
     else:
-        _request(ctx, "PATCH", f"/repos/{ctx.repository}/git/refs/heads/{_path(branch)}",
+        request(ctx, "PATCH", f"/repos/{ctx.repository}/git/refs/heads/{_path(branch)}",
                  body={"sha": sha, "force": True})
 
 
 def read_file(ctx: GitHubContext, path: str, ref: str) -> tuple[str, str] | None:
     """``(blob SHA, text)`` of ``path`` at ``ref``, or None when it does not exist there."""
     try:
-        answer = _request(ctx, "GET", f"/repos/{ctx.repository}/contents/{_path(path)}", query={"ref": ref}).json
-    except _NotFound:
+        answer = request(ctx, "GET", f"/repos/{ctx.repository}/contents/{_path(path)}", query={"ref": ref}).json
+    except NotFound:
         return None
     if not isinstance(answer, dict) or answer.get("type", "file") != "file" or not isinstance(answer.get("sha"), str):
         raise GitHubError(f"GET contents/{path}: not a file")
@@ -405,16 +301,16 @@ def write_file(ctx: GitHubContext, branch: str, path: str, text: str | None, mes
     """One commit on ``branch``: ``path`` (whose current blob is ``blob_sha``) gets ``text``, or is deleted (None)."""
     where = f"/repos/{ctx.repository}/contents/{_path(path)}"
     if text is None:
-        _request(ctx, "DELETE", where, body={"message": message, "sha": blob_sha, "branch": branch})
+        request(ctx, "DELETE", where, body={"message": message, "sha": blob_sha, "branch": branch})
         return
     content = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    _request(ctx, "PUT", where, body={"message": message, "content": content, "sha": blob_sha, "branch": branch})
+    request(ctx, "PUT", where, body={"message": message, "content": content, "sha": blob_sha, "branch": branch})
 
 
 def open_pull(ctx: GitHubContext, *, head: str, base: str, title: str, body: str) -> dict[str, Any]:
     """Open a pull request from ``head`` into ``base``; the new pull request."""
-    _refuse_secrets(ctx, body, ())
-    answer = _request(ctx, "POST", f"/repos/{ctx.repository}/pulls",
+    refuse_secrets(ctx, body, ())
+    answer = request(ctx, "POST", f"/repos/{ctx.repository}/pulls",
                       body={"title": title, "head": head, "base": base, "body": body})
     if not isinstance(answer.json, dict) or not isinstance(answer.json.get("number"), int):
         raise GitHubError("POST pulls: the answer carries no pull request number")
@@ -426,19 +322,22 @@ def edit_pull(ctx: GitHubContext, number: int, *, title: str | None = None, body
     """Change a pull request's title, body or state (``closed`` closes it without merging)."""
     fields = {k: v for k, v in (("title", title), ("body", body), ("state", state)) if v is not None}
     if body is not None:
-        _refuse_secrets(ctx, body, ())
-    _request(ctx, "PATCH", f"/repos/{ctx.repository}/pulls/{number}", body=fields)
+        refuse_secrets(ctx, body, ())
+    request(ctx, "PATCH", f"/repos/{ctx.repository}/pulls/{number}", body=fields)
 
 
 def comment(ctx: GitHubContext, number: int, body: str) -> str:
     """A new comment on issue or pull request ``number``; its URL."""
-    _refuse_secrets(ctx, body, ())
+    refuse_secrets(ctx, body, ())
     path = f"/repos/{ctx.repository}/issues/{number}/comments"
-    return _html_url(_request(ctx, "POST", path, body={"body": body}).json, f"POST {path}")
+    return _html_url(request(ctx, "POST", path, body={"body": body}).json, f"POST {path}")
 
 
 def _path(text: str) -> str:
-    return urllib.parse.quote(text, safe="/")
+    """A branch name or file path as it goes into a URL: plain characters only, so nothing needs quoting."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", text) or ".." in text.split("/"):
+        raise GitHubError(f"{text!r} is not a plain branch name or file path")
+    return text
 
 
 def fit_comment(body: str, *, marker: str, run_url: str | None = None, limit: int = MAX_COMMENT_CHARS) -> str:
@@ -523,7 +422,7 @@ def _pick_pull(pulls: list[dict[str, Any]], sha: str) -> int:
 def _find_own_comment(ctx: GitHubContext, pr: int, marker: str) -> int | None:
     """The id of the first comment on ``pr`` that carries ``marker`` and was written by us."""
     is_ours = _own_author_rule(ctx)
-    for comment in _paginate(ctx, f"/repos/{ctx.repository}/issues/{pr}/comments"):
+    for comment in paginate(ctx, f"/repos/{ctx.repository}/issues/{pr}/comments"):
         body = comment.get("body")
         if isinstance(body, str) and marker in body and is_ours(comment):
             comment_id = comment.get("id")
@@ -535,8 +434,8 @@ def _find_own_comment(ctx: GitHubContext, pr: int, marker: str) -> int | None:
 def _own_author_rule(ctx: GitHubContext) -> Callable[[dict[str, Any]], bool]:
     """A predicate telling whether a comment was written by the token's identity (see module doc)."""
     try:
-        me = _request(ctx, "GET", "/user", permission_hint=False).json
-    except _Forbidden:
+        me = request(ctx, "GET", "/user", permission_hint=False).json
+    except Forbidden:
         slug = ctx.app_slug.casefold()
 
         def is_our_bot(comment: dict[str, Any]) -> bool:
@@ -561,244 +460,8 @@ def _own_author_rule(ctx: GitHubContext) -> Callable[[dict[str, Any]], bool]:
     return is_ours
 
 
-def _paginate(ctx: GitHubContext, path: str) -> Iterator[dict[str, Any]]:
-    """Every item of a list endpoint, 100 per page, following the ``Link: rel="next"`` headers."""
-    url: str | None = _url(ctx, path, {"per_page": "100"})
-    seen: set[str] = set()
-    while url is not None:
-        if url in seen:
-            raise GitHubError(f"GET {path}: pagination loops back to a page already read")
-        seen.add(url)
-        response = _request(ctx, "GET", url)
-        if not isinstance(response.json, list):
-            raise GitHubError(f"GET {path}: expected a JSON list, got {type(response.json).__name__}")
-        yield from (item for item in response.json if isinstance(item, dict))
-        url = _next_link(response.headers.get("Link"), url)
-
-
-def _next_link(header: str | None, current: str) -> str | None:
-    """The ``rel="next"`` target of an RFC 8288 ``Link`` header, resolved against ``current``."""
-    if not header:
-        return None
-    for match in re.finditer(r"<([^>]*)>([^<]*)", header):
-        for param in match.group(2).strip().rstrip(",").split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
-                return str(urllib.parse.urljoin(current, match.group(1)))
-    return None
-
-
 def _html_url(payload: Any, what: str) -> str:
     url = payload.get("html_url") if isinstance(payload, dict) else None
     if not isinstance(url, str):
         raise GitHubError(f"{what}: the answer carries no html_url")
     return url
-
-
-def _refuse_secrets(ctx: GitHubContext, body: str, secrets: Iterable[str]) -> None:
-    if ctx.token in body:
-        raise GitHubError("refusing to post the report: it contains the value of GITHUB_TOKEN")
-    for secret in secrets:
-        if secret and len(secret) >= 4 and secret in body:
-            raise GitHubError("refusing to post the report: it contains a value declared secret")
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP
-
-
-@dataclass(frozen=True)
-class _Response:
-    status: int
-    headers: Message
-    json: Any
-
-
-class _Forbidden(GitHubError):
-    """A 403 that is not a rate limit (the token lacks a permission)."""
-
-
-class _NotFound(GitHubError):
-    """A 404."""
-
-
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to the API's own origin, which is the only place the token may go."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: Any,
-        code: int,
-        msg: str,
-        headers: HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        if _origin(newurl) != _origin(req.full_url):
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_OPENER = urllib.request.build_opener(_SameOriginRedirects())
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), parts.netloc.lower()
-
-
-def _url(ctx: GitHubContext, path: str, query: Mapping[str, str] | None = None) -> str:
-    url = path if "://" in path else ctx.api_url + path
-    if query:
-        url += ("&" if "?" in url else "?") + urllib.parse.urlencode(query)
-    return url
-
-
-def _describe(ctx: GitHubContext, method: str, url: str) -> str:
-    """``METHOD /path`` for messages: relative to the API root, without the query string."""
-    path = urllib.parse.urlsplit(url).path
-    root = urllib.parse.urlsplit(ctx.api_url).path.rstrip("/")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return f"{method} {path}"
-
-
-def _request(
-    ctx: GitHubContext,
-    method: str,
-    path: str,
-    *,
-    query: Mapping[str, str] | None = None,
-    body: Mapping[str, Any] | None = None,
-    permission_hint: bool = True,
-) -> _Response:
-    """One API call with retries (5xx, network errors, a short rate limit); errors become GitHubError."""
-    url = _url(ctx, path, query)
-    what = _describe(ctx, method, url)
-    if _origin(url) != _origin(ctx.api_url) or not urllib.parse.urlsplit(url).path.startswith(
-        urllib.parse.urlsplit(ctx.api_url).path
-    ):
-        raise GitHubError(f"{what}: refusing to send the token outside GITHUB_API_URL ({ctx.api_url})")
-    data: bytes | None = None
-    headers = {
-        "Accept": "application/vnd.github+json",
-        "X-GitHub-Api-Version": API_VERSION,
-        "User-Agent": USER_AGENT,
-        "Authorization": f"Bearer {ctx.token}",
-    }
-    if body is not None:
-        text = json.dumps(body)
-        if ctx.token in text:
-            raise GitHubError(f"{what}: refusing to send a request body that contains GITHUB_TOKEN")
-        data = text.encode("utf-8")
-        headers["Content-Type"] = "application/json; charset=utf-8"
-
-    attempts = max(1, ctx.retry.attempts)
-    attempt = 0
-    rate_limit_retried = False
-    while True:
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with _OPENER.open(request, timeout=ctx.retry.timeout) as raw:
-                payload = raw.read()
-                log.debug("%s -> %s", what, raw.status)
-                return _Response(raw.status, raw.headers, _parse_json(payload, what))
-        except urllib.error.HTTPError as exc:
-            status, answer = exc.code, exc.headers
-            message = _github_message(exc.read() if exc.fp is not None else b"")
-            exc.close()
-            log.debug("%s -> %s %s", what, status, message)
-            if status in (403, 429):
-                wait = _rate_limit_wait(answer, message)
-                if wait is None and status == 429:
-                    wait = 60.0
-                if wait is not None:
-                    if not rate_limit_retried and wait <= ctx.retry.max_rate_limit_wait:
-                        rate_limit_retried = True
-                        ctx.sleep(wait)
-                        continue
-                    raise GitHubError(
-                        f"GitHub API rate limit exceeded for {what}: try again in {wait:.0f}s"
-                        + (f" ({message})" if message else "")
-                    ) from None
-            if status >= 500 and attempt + 1 < attempts:
-                ctx.sleep(ctx.retry.delay(attempt))
-                attempt += 1
-                continue
-            raise _http_error(ctx, what, status, message, attempts, permission_hint) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if attempt + 1 < attempts:
-                ctx.sleep(ctx.retry.delay(attempt))
-                attempt += 1
-                continue
-            raise GitHubError(
-                f"{what}: cannot reach GITHUB_API_URL ({ctx.api_url}) after {attempts} attempt(s): "
-                f"{_one_line(str(reason))}"
-            ) from None
-
-
-def _http_error(
-    ctx: GitHubContext, what: str, status: int, message: str, attempts: int, permission_hint: bool
-) -> GitHubError:
-    detail = f": {message}" if message else ""
-    if status == 401:
-        return GitHubError(f"{what}: 401 Unauthorized: GITHUB_TOKEN is invalid or expired{detail}")
-    if status == 403:
-        hint = (
-            " (the job needs `permissions: pull-requests: write` or `issues: write`; a fork's PR "
-            "gets a read-only token)"
-            if permission_hint
-            else ""
-        )
-        return _Forbidden(f"{what}: 403 Forbidden: the token lacks permission{hint}{detail}")
-    if status == 404:
-        return _NotFound(
-            f"{what}: 404 Not Found: wrong repository (GITHUB_REPOSITORY={ctx.repository}) or pull "
-            f"request, or the token cannot see it{detail}"
-        )
-    if status >= 500:
-        return GitHubError(f"{what}: GitHub answered {status} after {attempts} attempt(s){detail}")
-    return GitHubError(f"{what}: GitHub answered {status}{detail}")
-
-
-def _rate_limit_wait(headers: Message, message: str) -> float | None:
-    """Seconds to wait when the answer is a (primary or secondary) rate limit, else None."""
-    retry_after = headers.get("Retry-After")
-    if retry_after is not None:
-        try:
-            return max(0.0, float(retry_after))
-        except ValueError:
-            return 60.0
-    if headers.get("X-RateLimit-Remaining") == "0":
-        try:
-            return max(1.0, float(headers.get("X-RateLimit-Reset", "")) - time.time())
-        except ValueError:
-            return 60.0
-    if "rate limit" in message.lower():
-        return 60.0
-    return None
-
-
-def _parse_json(payload: bytes, what: str) -> Any:
-    if not payload.strip():
-        return None
-    try:
-        return json.loads(payload)
-    except ValueError:
-        raise GitHubError(f"{what}: GitHub answered something that is not JSON") from None
-
-
-def _github_message(payload: bytes) -> str:
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return _one_line(payload.decode("utf-8", errors="replace"))
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return _one_line(data["message"])
-    return ""
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_MAX else text[: _MESSAGE_MAX - 1] + "…"

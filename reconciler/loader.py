@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from yaml.nodes import ScalarNode
 
-from reconciler.errors import ConfigError, ValidationFailed
+from reconciler.errors import ConfigError, ValidationFailed, quote
 
 try:  # libyaml's parser is ~10x faster; its events carry the same marks
     from yaml import CSafeLoader as _EventSource
@@ -38,7 +38,6 @@ Loc = tuple[str | int, ...]
 _CORE = "tag:yaml.org,2002:"
 _STR, _NULL, _BOOL, _INT, _FLOAT = (_CORE + t for t in ("str", "null", "bool", "int", "float"))
 _ALLOWED_SCALAR_TAGS = {_STR, _NULL, _BOOL, _INT, _FLOAT}
-_MAX_MESSAGE_VALUE = 60
 TAB_INDENT_MESSAGE = "tabs are not allowed for indentation in YAML; use spaces"
 
 
@@ -118,12 +117,7 @@ def _offset_position(raw: bytes, offset: int) -> tuple[int, int]:
 
 
 def _tag(tag: str) -> str:
-    return _short("!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag)
-
-
-def _short(value: str) -> str:
-    value = value if len(value) <= _MAX_MESSAGE_VALUE else value[: _MAX_MESSAGE_VALUE - 3] + "..."
-    return repr(value)
+    return quote("!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag)
 
 
 class _Composer:
@@ -304,7 +298,7 @@ class _Composer:
             return
         seen: dict[str, int] = frame[3]
         if key in seen:
-            self._error(mark, f"duplicate key {_short(key)} (first defined on line {seen[key]})")
+            self._error(mark, f"duplicate key {quote(key)} (first defined on line {seen[key]})")
             frame[2] = _Invalid()
             return
         seen[key] = mark.line + 1
@@ -333,7 +327,7 @@ class _Composer:
             if tag == _FLOAT:
                 return self.events.construct_yaml_float(node)
         except (ValueError, yaml.YAMLError):
-            self._error(event.start_mark, f"invalid {tag[len(_CORE) :]} {_short(event.value)}")
+            self._error(event.start_mark, f"invalid {tag[len(_CORE) :]} {quote(event.value)}")
             return None
         # Timestamps and the other YAML 1.1 implicit types are read as the text they are.
         return event.value

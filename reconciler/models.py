@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from reconciler.errors import quote
+
 API_VERSION = "workspaces/v1"
 
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -46,11 +48,6 @@ _LOG_PATTERN_RE = re.compile(LOG_PATTERN)
 _IMAGE_RE = re.compile(r"^[^\s]+$")
 _ENV_NAME_RE = re.compile(ENV_NAME)
 
-
-def quote(value: object, limit: int = 60) -> str:
-    """A value as it appears in an error message: repr'd, and cut so a huge value gives a short line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _string(value: object) -> str:

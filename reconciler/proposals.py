@@ -15,6 +15,7 @@ from typing import Protocol
 
 from reconciler import github
 from reconciler.errors import GitHubError
+from reconciler.github_api import GitHubContext
 from reconciler.lifecycle import (
     BRANCH_PREFIX,
     Activity,
@@ -57,7 +58,7 @@ class LifecycleResult:
     urls: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-def read_pulls(ctx: github.GitHubContext, base: str) -> list[LifecyclePull]:
+def read_pulls(ctx: GitHubContext, base: str) -> list[LifecyclePull]:
     """Every lifecycle pull request of ours: on a `lifecycle/` branch, with our marker, written by our token."""
     ours = github.own_author(ctx)
     found = []
@@ -75,7 +76,7 @@ def read_pulls(ctx: github.GitHubContext, base: str) -> list[LifecyclePull]:
 
 
 def run_lifecycle(repo: Repo, desired: list[DesiredWorkspace], source: ActivitySource | None,
-                  ctx: github.GitHubContext | None, opts: LifecycleOptions) -> LifecycleResult:
+                  ctx: GitHubContext | None, opts: LifecycleOptions) -> LifecycleResult:
     """Decide, and (unless a dry run) make GitHub's lifecycle pull requests match the decision."""
     activity = source.activity(repo.project.metadata.name, desired) if source is not None else {}
     pulls = read_pulls(ctx, opts.base) if ctx is not None else []
@@ -102,7 +103,7 @@ def run_lifecycle(repo: Repo, desired: list[DesiredWorkspace], source: ActivityS
     return result
 
 
-def _write(ctx: github.GitHubContext, p: Proposal, base: str) -> str:
+def _write(ctx: GitHubContext, p: Proposal, base: str) -> str:
     """Make GitHub hold proposal `p`; the pull request's URL."""
     if p.action == "close":
         assert p.pull is not None

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from reconciler.errors import ConfigError, ValidationFailed
+from reconciler.errors import ConfigError, ValidationFailed, quote
 from reconciler.loader import Document, load_document, read_git_commit
 from reconciler.models import (
     API_VERSION,
@@ -28,7 +28,6 @@ from reconciler.models import (
     Workspace,
     format_quantity,
     parse_quantity,
-    quote,
 )
 
 KIND_FOLDERS: dict[str, str] = {

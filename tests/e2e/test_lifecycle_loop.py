@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.github import GitHubContext
+from reconciler.github_api import GitHubContext
 from reconciler.lifecycle import Activity, parse_marker
 from reconciler.proposals import LifecycleOptions, LifecycleResult, run_lifecycle
 from reconciler.render import DesiredWorkspace, render

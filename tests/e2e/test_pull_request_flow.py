@@ -234,6 +234,7 @@ def test_a_pull_request_adding_a_workspace_gets_one_plan_comment_that_every_push
     assert body.startswith(PLAN_MARKER + "\n")
     assert WORKSPACE in body and "create" in body and URL in body and "gpu-a100-1" in body
     assert "Plan: 1 to create, 0 to update, 0 to delete, 2 unchanged" in body
+    assert re.search(r"^\[Full run and logs\]\(https?://\S+/actions/runs/\w+\)$", body, re.M), "links its run"
     assert loop.edited() == []
     assert PLAN_MARKER in results["plan"].step("Plan").summary, "the job summary carries the plan too"
     assert loop.admin.resource_versions() == before, "a plan changes nothing in the cluster"

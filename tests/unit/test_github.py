@@ -18,13 +18,12 @@ from reconciler.github import (  # noqa: E402
     MARKER_APPLY,
     MARKER_PLAN,
     MAX_COMMENT_CHARS,
-    GitHubContext,
-    RetryPolicy,
     find_pull_request,
     fit_comment,
     post_report,
     write_step_summary,
 )
+from reconciler.github_api import GitHubContext, RetryPolicy  # noqa: E402
 
 fake_github = fakegithub.fake_github  # the fixture
 

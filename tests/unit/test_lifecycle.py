@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import github
+from reconciler import github, github_api
 from reconciler.cli import main
 from reconciler.cost import deployment_hourly, hourly, money, monthly
 from reconciler.errors import GitHubError, ValidationFailed
@@ -249,8 +249,8 @@ def fake(tmp_path: Path) -> Iterator[FakeGitHub]:
 
 
 def test_a_branch_a_commit_and_a_pull_request_through_the_api(fake: FakeGitHub, tmp_path: Path) -> None:
-    ctx = github.GitHubContext.from_env(fake.environment(tmp_path, event_name="schedule"),
-                                        retry=github.RetryPolicy(attempts=1))
+    ctx = github_api.GitHubContext.from_env(fake.environment(tmp_path, event_name="schedule"),
+                                        retry=github_api.RetryPolicy(attempts=1))
     head = github.branch_head(ctx, "main")
     assert head is not None and github.branch_head(ctx, "lifecycle/idle-a") is None
     github.set_branch(ctx, "lifecycle/idle-a", head)

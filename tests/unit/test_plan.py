@@ -41,6 +41,7 @@ from reconciler.render import (
     MANAGED_BY,
     DesiredWorkspace,
 )
+from reconciler.report import plan_json, plan_text
 
 PROJECT = "sample-project"
 NS = "sample-project"
@@ -819,11 +820,10 @@ def test_added_and_removed_secret_env_vars_are_masked() -> None:
     ]
 
 
-def test_redacted_objects_hide_secrets_but_the_object_to_apply_keeps_them() -> None:
+def test_reports_hide_secrets_but_the_object_to_apply_keeps_them() -> None:
     plan = plan_of([workspace(env={"HF_TOKEN": SECRET_VALUE})], LiveState({}, None, None))
-    dep = deployment_change(plan, "jane-doe-vscode")
-    assert SECRET_VALUE in json.dumps(dep.desired)
-    assert SECRET_VALUE not in json.dumps(dep.redacted_desired)
+    assert SECRET_VALUE in json.dumps(deployment_change(plan, "jane-doe-vscode").desired)
+    assert SECRET_VALUE not in json.dumps(plan_json(plan)) + plan_text(plan, color=False)
 
 
 def test_secret_looking_flags_in_args_are_masked() -> None:
