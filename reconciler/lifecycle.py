@@ -240,6 +240,7 @@ def decide(
             at = iso(seen.last_active + stop_after)
             warnings.append(f"{name} ({owner}) idle for {human(idle_time)}: a pull request stops it from {at}")
 
+    warnings += [w for w in expiry_warnings(repo, today) if " expires on " in w]
     proposals: list[Proposal] = []
     open_pulls = {(p.kind, p.owner): p for p in sorted(pulls, key=lambda p: -p.number) if p.state == "open"}
     for key in sorted(set(wanted) | set(open_pulls)):

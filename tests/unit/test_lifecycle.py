@@ -281,3 +281,47 @@ def test_the_lifecycle_workflow_only_opens_pull_requests_with_a_read_only_identi
     role = yaml.safe_load((ROOT / "deploy/rbac/lifecycle-role.yaml").read_text())
     verbs = {(r["resources"][0], v) for r in role["rules"] for v in r["verbs"]}
     assert verbs == {("deployments", "get"), ("deployments", "list"), ("pods", "list"), ("services/proxy", "get")}
+
+
+# --- the command, without a cluster (expiry needs no activity) -------------------------------------
+
+@pytest.fixture
+def expired_on_github(git_repo: Path) -> Iterator[tuple[Path, FakeGitHub]]:
+    doc = yaml.safe_load((git_repo / "workspaces/jane-doe-vscode.yaml").read_text())
+    doc["spec"]["expires"] = "2027-03-01"
+    (git_repo / "workspaces/jane-doe-vscode.yaml").write_text(yaml.safe_dump(doc))
+    git(git_repo, "commit", "-qam", "jane-doe-vscode expires on 2027-03-01")
+    with FakeGitHub(user_login=None, git_dir=git_repo) as gh:
+        yield git_repo, gh
+
+
+def lifecycle_cli(repo: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["lifecycle", "--repo", str(repo), "--now", "2027-03-02T00:00:00Z", *args],
+                                env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_reconcile_lifecycle_opens_the_teardown_pr_once_and_a_dry_run_opens_nothing(
+        expired_on_github: tuple[Path, FakeGitHub], tmp_path: Path) -> None:
+    repo, gh = expired_on_github
+    env = gh.environment(tmp_path, event_name="schedule")
+    code, out, _ = lifecycle_cli(repo, env, "--dry-run")
+    assert code == 0 and out == "would open (expired, jane-doe): jane-doe-vscode\n" and gh.lifecycle_pulls() == []
+    code, out, _ = lifecycle_cli(repo, env)
+    assert code == 0 and out.startswith("opened (expired, jane-doe): jane-doe-vscode: https://github.example/")
+    code, out, _ = lifecycle_cli(repo, env)
+    (pull,) = gh.lifecycle_pulls()
+    assert code == 0 and out == f"kept #{pull['number']} (expired, jane-doe): jane-doe-vscode\n"
+    assert "### reconcile lifecycle" in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+def test_a_token_without_the_permission_is_one_error_line_and_no_pull_request(
+        expired_on_github: tuple[Path, FakeGitHub], tmp_path: Path) -> None:
+    repo, gh = expired_on_github
+    gh.inject("POST", r"/pulls$", 403, {"message": "Resource not accessible by integration"}, times=None)
+    code, _, err = lifecycle_cli(repo, gh.environment(tmp_path, event_name="schedule"))
+    assert code == 1 and gh.lifecycle_pulls() == []
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: POST /repos/acme/workspaces/pulls: 403 Forbidden: the token lacks permission")
+    assert gh.token not in err
