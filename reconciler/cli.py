@@ -24,7 +24,7 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.cost import money, monthly, plan_cost, running_total
+from reconciler.cost import plan_cost, running_cost
 from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed, one_line
 from reconciler.github import (
     publish_failure,
@@ -353,20 +353,14 @@ def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | 
     rows = cluster.status(loaded.project.metadata.name, desired)
     running = [w for w in desired if any(r.name == w.name and r.state in ("ready", "not ready") for r in rows)]
     seen = cluster.activity(loaded.project.metadata.name, running)
+    last = {name: a.last_active for name, a in seen.items() if a.last_active is not None}
+    rows = [dataclasses.replace(r, last_active=iso(last[r.name])) if r.name in last else r for r in rows]
     now = dt.datetime.now(dt.UTC)
-    rows = [dataclasses.replace(r, last_active=iso(seen[r.name].last_active))  # type: ignore[arg-type]
-            if r.name in seen and seen[r.name].last_active is not None else r for r in rows]
-    shown = {r.name: f"{human(now - parse_iso(r.last_active))} ago"  # type: ignore[operator]
-             for r in rows if r.last_active}
+    shown = {name: f"{human(now - moment)} ago" for name, moment in last.items()}
     prices = loaded.project.spec.prices
-    cost: dict[str, Any] | None = None
-    cost_line = None
-    if prices is not None:
-        hourly = running_total((w.objects[0] for w in running), prices)
-        cost = {"currency": prices.currency, "perHour": float(hourly), "perMonth": float(monthly(hourly)),
-                "runningWorkspaces": len(running)}
-        cost_line = (f"cost: {money(hourly, prices.currency)}/h, {money(monthly(hourly), prices.currency)}/month "
-                     f"(730 h) for {_count(len(running), 'running workspace')}")
+    total = running_cost((w.objects[0] for w in running), prices) if prices is not None else None
+    cost = total.as_json() if total is not None else None
+    cost_line = total.line() if total is not None else None
     if output == "json":
         click.echo(json.dumps(status_json(rows, cost), indent=2))
     elif output == "markdown":

@@ -92,9 +92,31 @@ def plan_cost(plan: Plan, prices: Prices | None) -> PlanCost | None:
     return PlanCost(prices.currency, rows, before_total, after_total)
 
 
-def running_total(deployments: Iterable[Mapping[str, Any]], prices: Prices) -> Decimal:
-    """The hourly cost of these Deployments as they run now."""
-    return sum((deployment_hourly(d, prices) for d in deployments), Decimal(0))
+@dataclass(frozen=True)
+class RunningCost:
+    """What the running workspaces cost now (`reconcile status`)."""
+
+    currency: str
+    hourly: Decimal
+    workspaces: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The `cost` object of `reconcile status --output json`."""
+        return {"currency": self.currency, "perHour": float(self.hourly), "perMonth": float(monthly(self.hourly)),
+                "runningWorkspaces": self.workspaces}
+
+    def line(self) -> str:
+        """`cost: USD 0.48/h, USD 350.40/month (730 h) for 2 running workspaces`."""
+        noun = "running workspace" if self.workspaces == 1 else "running workspaces"
+        return (f"cost: {money(self.hourly, self.currency)}/h, {money(monthly(self.hourly), self.currency)}/month "
+                f"({HOURS_PER_MONTH} h) for {self.workspaces} {noun}")
+
+
+def running_cost(deployments: Iterable[Mapping[str, Any]], prices: Prices) -> RunningCost:
+    """The hourly cost of these (running) Deployments, as they are."""
+    listed = list(deployments)
+    total = sum((deployment_hourly(d, prices) for d in listed), Decimal(0))
+    return RunningCost(prices.currency, total, len(listed))
 
 
 def money(amount: Decimal, currency: str) -> str:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from reconciler import github, github_api
 from reconciler.cli import main
-from reconciler.cost import deployment_hourly, hourly, money, monthly
+from reconciler.cost import deployment_hourly, hourly, money, monthly, running_cost
 from reconciler.errors import GitHubError, ValidationFailed
 from reconciler.lifecycle import Activity, LifecyclePull, decide, expiry_warnings, marker, parse_marker, set_stopped
 from reconciler.models import Prices, Repo
@@ -223,6 +223,10 @@ def test_a_stopped_workspace_costs_nothing(example_repo: Path) -> None:
     assert deployment_hourly(deployment, PRICES) > 0
     stopped = {**deployment, "spec": {**deployment["spec"], "replicas": 0}}
     assert deployment_hourly(stopped, PRICES) == 0 and deployment_hourly(None, PRICES) == 0
+    total = running_cost([deployment, deployment], PRICES)
+    # Two cpu-small workspaces (1 CPU, 4 GiB each): 2 * (0.04 + 0.02) an hour.
+    assert total.line() == "cost: USD 0.12/h, USD 87.60/month (730 h) for 2 running workspaces"
+    assert total.as_json() == {"currency": "USD", "perHour": 0.12, "perMonth": 87.6, "runningWorkspaces": 2}
 
 
 def test_status_shows_last_active_and_the_cost_totals() -> None:
