@@ -45,6 +45,7 @@ class LiveState:
     objects: dict[ObjectId, dict[str, Any]]  # every Deployment/Service/Ingress in the namespace
     pvcs: dict[str, str] | None  # claim name -> phase; None = could not list
     node_gpus: list[int] | None  # allocatable nvidia.com/gpu per node; None = could not list
+    node_labels: list[dict[str, str]] | None = None  # labels per node, in node_gpus' order; None = unknown
 
 
 @dataclass
@@ -90,6 +91,7 @@ class WorkspacePlan:
     source: str
     state: str = ""  # "running" | "stopped"; "" for a delete
     notes: list[str] = field(default_factory=list)
+    credential_hint_powershell: str = ""  # credential_hint for Windows PowerShell
 
     @property
     def diff_count(self) -> int:
@@ -166,4 +168,5 @@ class StatusRow:
     credential_hint: str
     age: str
     reason: str
+    credential_hint_powershell: str = ""
     last_active: str = ""  # ISO 8601 UTC, from the IDE; "" when unknown or not running

@@ -13,6 +13,7 @@ import datetime as dt
 import gc
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from reconciler.github import (
 from reconciler.lifecycle import expiry_errors, expiry_warnings, human, iso, parse_iso
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
-from reconciler.render import render
+from reconciler.render import DesiredWorkspace, render
 from reconciler.report import (
     escape_markdown,
     github_error_command,
@@ -239,16 +240,17 @@ def _reconcile(o: RunOptions) -> int:
     from reconciler.cluster import ClusterOptions
 
     repo = load_repo(o.repo)
-    desired = render(repo)
+    backend, desired, namespace = _backend(repo)
     unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
     if unknown:
         raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
     plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes,
                             adopt_workspaces=frozenset(o.adopt) - {"*"})
     result = run.reconcile(
-        desired, repo.project.metadata.name, repo.project.namespace,
+        desired, repo.project.metadata.name, namespace,
         run.RunOptions(plan=plan_opts, cluster=ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context),
                        dry_run=o.dry_run, wait=o.wait, timeout=o.timeout, progress=_progress),
+        backend=backend,
     )
     plan, results, refused = result.plan, result.results, result.refused
     extras = _plan_extras(repo, plan)
@@ -270,6 +272,18 @@ def _reconcile(o: RunOptions) -> int:
     if result.failed:
         return EXIT_ERROR
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
+    """project.yaml's backend: (None for the cluster, the desired workspaces, the namespace or Run:ai project)."""
+    runai_spec = repo.project.spec.runai
+    if repo.project.spec.backend != "runai" or runai_spec is None:
+        return None, render(repo), repo.project.namespace
+    from reconciler.runai import RunaiBackend, RunaiOptions, render_runai  # runapy: only with backend runai
+
+    desired = render_runai(repo)
+    opts = RunaiOptions(url=runai_spec.url, cluster=runai_spec.cluster, project=runai_spec.project)
+    return RunaiBackend(repo.project.metadata.name, opts, desired), desired, runai_spec.project
 
 
 def _report_failure(reason: str) -> None:
@@ -343,14 +357,21 @@ def _progress(total: int) -> Callable[[list[str], list[str]], None]:
 @click.option("--output", "output", type=_OUTPUT, default="text", show_default=True)
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
 @click.option("--context", "kube_context", default=None)
-def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | None) -> int:
+@click.option("--owner", default=None, metavar="LOGIN",
+              help="Only LOGIN's workspaces (and orphaned ones whose name starts with 'LOGIN-').")
+def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | None, owner: str | None) -> int:
     """Live state of every workspace: ready, not ready, stopped, missing or orphaned; URL and hint."""
     from reconciler.cluster import Cluster, ClusterOptions
 
     loaded = load_repo(repo)
+    if loaded.project.spec.backend == "runai":
+        raise click.UsageError("`reconcile status` reads Kubernetes only; with backend: runai use the Run:ai "
+                               "dashboard or `runai workspace list -p <project>`")
     cluster = Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     desired = render(loaded)
     rows = cluster.status(loaded.project.metadata.name, desired)
+    if owner is not None:
+        rows = [r for r in rows if r.owner == owner or (r.state == "orphaned" and r.name.startswith(f"{owner}-"))]
     running = [w for w in desired if any(r.name == w.name and r.state in ("ready", "not ready") for r in rows)]
     seen = cluster.activity(loaded.project.metadata.name, running)
     last = {name: a.last_active for name, a in seen.items() if a.last_active is not None}
@@ -512,7 +533,8 @@ def _expiry_errors(loaded: Repo, repo: Path, base: str | None) -> list[ConfigErr
 )
 def render_command(repo: Path, output_dir: Path) -> int:
     """Write the desired objects as YAML files, one per object."""
-    desired = render(load_repo(repo))
+    loaded = load_repo(repo)
+    desired = _backend(loaded)[1]
     output_dir.mkdir(parents=True, exist_ok=True)
     count = 0
     for workspace in desired:
@@ -534,19 +556,159 @@ def render_command(repo: Path, output_dir: Path) -> int:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write one JSON Schema per file kind.",
 )
-def schema(output_dir: Path) -> int:
-    """Write the JSON Schemas of the file kinds (for editors and CI)."""
+@_REPO_OPTION
+def schema(output_dir: Path, repo: Path) -> int:
+    """Write the JSON Schemas of the file kinds (for editors and CI); workspaces complete the repo's block names."""
+    from reconciler.catalog import block_names
+
+    names = block_names(repo)
     output_dir.mkdir(parents=True, exist_ok=True)
     for kind in KIND_MODELS:
         path = output_dir / SCHEMA_FILES[kind]
-        path.write_text(schema_text(kind), encoding="utf-8")
+        path.write_text(schema_text(kind, names), encoding="utf-8")
         click.echo(str(path))
     return EXIT_OK
 
 
-def schema_text(kind: str) -> str:
+def schema_text(kind: str, block_names: dict[str, list[str]] | None = None) -> str:
     """The committed form of a kind's JSON Schema: sorted keys, two-space indent, a final newline."""
-    return json.dumps(json_schema(kind), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(json_schema(kind, block_names), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --- adoption: the catalog, a new workspace file, importing running workspaces --------------------
+
+@main.command("blocks")
+@_REPO_OPTION
+@click.option("--output", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def blocks_command(repo: Path, output: str) -> int:
+    """List the environments, compute sizes and data sources, what each is for, and how many workspaces use it."""
+    from reconciler.catalog import catalog, catalog_json, catalog_text
+
+    entries = catalog(load_repo(repo))
+    if output == "json":
+        click.echo(json.dumps(catalog_json(entries), indent=2))
+    else:
+        click.echo(catalog_text(entries), nl=False)
+    return EXIT_OK
+
+
+@main.command("new")
+@_REPO_OPTION
+@click.option("--owner", required=True, metavar="LOGIN", help="The workspace's owner: a Git host login, lower-case.")
+@click.option("--tool", required=True, type=click.Choice(["vscode", "jupyterlab"]), help="The IDE it serves.")
+@click.option("--name", default=None, help="The workspace's name (default: OWNER-TOOL).")
+@click.option("--environment", default=None, help="An environment block (default: the most used one of TOOL).")
+@click.option("--compute", default=None, help="A compute size (default: the most used one, then the smallest).")
+@click.option("--data-source", "data_sources", multiple=True,
+              help="A data source (repeatable; default: the most common list of the repo's workspaces).")
+def new_command(repo: Path, owner: str, tool: str, name: str | None, environment: str | None, compute: str | None,
+                data_sources: tuple[str, ...]) -> int:
+    """Write workspaces/<name>.yaml for OWNER from the project's defaults; never overwrites a file."""
+    from reconciler.catalog import new_workspace
+    from reconciler.models import DNS1123_LABEL
+
+    if len(owner) > 39 or not re.fullmatch(DNS1123_LABEL, owner):
+        raise click.BadParameter(f"{owner!r} is not a login: lower-case letters, digits and '-', at most 39",
+                                 param_hint="--owner")
+    loaded = load_repo(repo)
+    made = new_workspace(loaded, owner, tool, name=name, environment=environment, compute=compute,
+                         data_sources=list(data_sources) or None)
+    path = _write_new_file(repo, made.path, made.text, made.name)
+    click.echo(str(path))
+    click.echo(f"wrote {path}", err=True)
+    click.echo(_next_step([made.path], f"Add workspace {made.name}", f"add-{made.name}"), err=True)
+    return EXIT_OK
+
+
+@main.command("import")
+@_REPO_OPTION
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
+@click.option("--context", "kube_context", default=None)
+@click.option("--owner", "owners", multiple=True, metavar="NAME=LOGIN",
+              help="The owner of Deployment NAME, when it has no owner label (repeatable).")
+@click.option("--owner-label", default="owner", show_default=True,
+              help="The label that holds a Deployment's owner.")
+@click.option("--dry-run", is_flag=True, help="Only say what matches; write no file.")
+def import_command(repo: Path, kubeconfig: str | None, kube_context: str | None, owners: tuple[str, ...],
+                   owner_label: str, dry_run: bool) -> int:
+    """Write workspace files for the workspaces already running in the namespace (read rights only).
+
+    Exit 0 when every one found was written (or there was none), 1 when any did not match."""
+    from reconciler.cluster import ClusterOptions
+    from reconciler.importer import candidates, file_text, read_namespace
+
+    by_name: dict[str, str] = {}
+    for pair in owners:
+        workspace, sep, login = pair.partition("=")
+        if not sep or not workspace or not login:
+            raise click.BadParameter(f"{pair!r}: use NAME=LOGIN", param_hint="--owner")
+        by_name[workspace] = login
+    loaded = load_repo(repo)
+    objects = read_namespace(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
+    found = candidates(loaded, objects, by_name, owner_label)
+    written: list[str] = []
+    for c in found:
+        rel = f"workspaces/{c.name}.yaml"
+        if c.matches and not dry_run:
+            # Each file must validate with the repo (name rules, URL length, quota), or it is not kept.
+            try:
+                _write_new_file(repo, rel, file_text(loaded, c), c.name)
+                written.append(c.name)
+            except ValidationFailed as e:
+                c.problems += [f"{rel}: {err.message}" for err in e.errors]
+            except ReconcileError as e:
+                c.problems.append(str(e))
+        if not c.matches:
+            click.echo(f"{c.name}: not imported")
+            for problem in c.problems:
+                click.echo(f"  - {problem}")
+            continue
+        blocks = ", ".join([c.environment, c.compute, *c.data_sources])
+        click.echo(f"{c.name}: {'matches' if dry_run else 'wrote ' + rel} ({blocks})")
+        for note in c.notes:
+            click.echo(f"  note: {note}")
+    matched = [c.name for c in found if c.matches]
+    if not found:
+        click.echo(f"no workspace to import: every Deployment of {loaded.project.namespace} is already managed",
+                   err=True)
+    if written:
+        adopt = " ".join(f"--adopt {n}" for n in written)
+        click.echo(_next_step([f"workspaces/{n}.yaml" for n in written], "Import running workspaces",
+                              "import-workspaces"), err=True)
+        click.echo(f"after the merge, take their objects over with: reconcile {adopt} (or the apply workflow's "
+                   "`adopt` input); the plan shows them as adopted updates, never a delete", err=True)
+    return EXIT_ERROR if len(matched) < len(found) else EXIT_OK
+
+
+def _write_new_file(repo: Path, rel: str, text: str, name: str) -> Path:
+    """Create repo/rel (never overwriting; a .yml/.yaml twin counts), then validate the repo with it."""
+    path = repo / rel
+    for twin in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
+        if twin.exists():
+            raise ReconcileError(f"{twin} exists: not overwritten (choose another name with --name, or edit it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise ReconcileError(f"{path} exists: not overwritten") from None
+    try:
+        load_repo(repo)
+    except ValidationFailed:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _next_step(files: list[str], message: str, branch: str) -> str:
+    return "\n".join([
+        "next: open a pull request with it; CI validates it and posts the plan there, and merging applies it:",
+        f"  git switch -c {branch}",
+        f"  git add {' '.join(files)}",
+        f'  git commit -m "{message}"',
+        f"  git push -u origin {branch}",
+        "  gh pr create --fill    # or open the pull request in the browser",
+    ])
 
 
 

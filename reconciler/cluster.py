@@ -13,6 +13,7 @@ read with `json.loads` instead of the typed models (much faster on large LISTs) 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -30,6 +31,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from reconciler.changeset import DELETE_ORDER
 from reconciler.errors import ClusterError, LockError
+from reconciler.extensions import extension_notes
 from reconciler.lease import ApplyOptions as ApplyOptions
 from reconciler.lease import Lease as Lease
 from reconciler.lifecycle import Activity
@@ -160,16 +162,18 @@ class Cluster:
                     raise
                 pvcs = None
         node_gpus: list[int] | None = []
+        node_labels: list[dict[str, str]] | None = None
         if gpu_check:
             try:
                 nodes = self._list("/api/v1/nodes", "list nodes")
                 node_gpus = [int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0"))
                              for n in nodes]
+                node_labels = [dict((n.get("metadata") or {}).get("labels") or {}) for n in nodes]
             except ClusterError as e:
                 if e.status != 403:
                     raise
-                node_gpus = None
-        return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus)
+                node_gpus = node_labels = None
+        return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus, node_labels=node_labels)
 
     # --- write -------------------------------------------------------------------------------
     def _object_path(self, kind: str, name: str) -> str:
@@ -304,7 +308,13 @@ class Cluster:
             self._managed_selector(project))}
         not_ready = unready_names(desired, deps)
         reasons = self._not_ready_reasons(project, deps, not_ready) if not_ready else {}
-        return status_rows(desired, deps, reasons, dt.datetime.now(dt.UTC))
+        rows = status_rows(desired, deps, reasons, dt.datetime.now(dt.UTC))
+        with_extensions = [w.name for w in desired if w.extensions and w.state == "running" and w.name in deps]
+        if not with_extensions:
+            return rows
+        notes = extension_notes(with_extensions, self._pods(project))  # which VS Code extensions failed, and why
+        return [dataclasses.replace(r, reason="; ".join(filter(None, (r.reason, notes.get(r.name, "")))))
+                for r in rows]
 
     # --- activity ----------------------------------------------------------------------------
     def activity(self, project: str, desired: list[DesiredWorkspace]) -> dict[str, Activity]:

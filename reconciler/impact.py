@@ -27,6 +27,8 @@ from reconciler.changeset import (
     WorkspacePlan,
 )
 from reconciler.errors import PlanRefused
+from reconciler.extensions import CONTAINER_NAME as EXTENSIONS_CONTAINER
+from reconciler.placement import SHM_PATH, SHM_VOLUME, gpu_text, whole_gpus
 from reconciler.render import MANAGED_BY, DesiredWorkspace
 
 
@@ -45,6 +47,13 @@ _CONTAINER_FIELD = re.compile(
 _VOLUME = re.compile(r"^spec\.template\.spec\.volumes\[name=([^\]]*)\]")
 _MOUNT = re.compile(
     r"^spec\.template\.spec\.(?:containers|initContainers)\[name=[^\]]*\]\.volumeMounts\[mountPath=([^\]]*)\]"
+)
+# Pod-level fields a compute block controls: its node pool, the GPU fraction annotation, /dev/shm.
+# (schedulerName is project.yaml's: a new scheduler is no compute block's change.)
+_COMPUTE_POD_FIELD = re.compile(
+    r"^spec\.template\.(?:spec\.(?:nodeSelector|tolerations)|metadata\.annotations)"
+    rf"|^spec\.template\.spec\.volumes\[name={SHM_VOLUME}\]"
+    rf"|^spec\.template\.spec\.containers\[name=[^\]]*\]\.volumeMounts\[mountPath={re.escape(SHM_PATH)}\]"
 )
 _ENVIRONMENT_FIELDS = frozenset(
     {
@@ -87,6 +96,12 @@ def _touched_blocks(w: DesiredWorkspace, change: ObjectChange) -> set[tuple[Bloc
     volumes: dict[str, str] | None = None
     mounts: dict[str, str] = {}
     for d in change.diff:
+        if _COMPUTE_POD_FIELD.match(d.path):
+            touched.add(("compute", w.compute))
+            continue
+        if d.path.startswith(f"spec.template.spec.initContainers[name={EXTENSIONS_CONTAINER}]"):
+            touched.add(("environment", w.environment))  # the extensions list, or the image that installs them
+            continue
         vm = _MOUNT.match(d.path) or _VOLUME.match(d.path)
         if vm is not None:
             if volumes is None:
@@ -170,18 +185,51 @@ def capacity_warnings(desired: Sequence[DesiredWorkspace], live: LiveState, name
                         "when the pod is scheduled)"
                     )
     gpu_users = [w for w in running if w.gpu > 0]
-    if gpu_users:
+    pooled = [w for w in running if w.node_pool]
+    if gpu_users or pooled:
         if live.node_gpus is None:
-            notes.append("nodes could not be listed (no permission?): GPU capacity not checked")
+            checked = "GPU capacity and node pools" if pooled else "GPU capacity"
+            notes.append(f"nodes could not be listed (no permission?): {checked} not checked")
         else:
-            largest = max(live.node_gpus, default=0)
-            for w in gpu_users:
-                if w.gpu > largest:
-                    per_workspace.append(
-                        f"{w.name}: requests {w.gpu} GPU(s) but no node has that many allocatable "
-                        f"nvidia.com/gpu (largest: {largest}); the pod would stay Pending"
-                    )
+            per_workspace += _node_warnings(running, live)
     return notes + sorted(per_workspace)
+
+
+def _node_warnings(running: Sequence[DesiredWorkspace], live: LiveState) -> list[str]:
+    """A node pool that selects no node; a GPU request no node (of its pool) can fit."""
+    gpus = live.node_gpus or []
+    labels = live.node_labels if live.node_labels is not None and len(live.node_labels) == len(gpus) else None
+    out: list[str] = []
+    for w in running:
+        selector = dict(pod_spec(w.objects[0] if w.objects else None).get("nodeSelector") or {})
+        candidates = gpus
+        where = "no node"
+        if w.node_pool and labels is not None:
+            candidates = [g for g, lab in zip(gpus, labels, strict=True)
+                          if all(lab.get(k) == v for k, v in selector.items())]
+            where = f"no node of node pool {w.node_pool}"
+            if not candidates:
+                out.append(f"{w.name}: no node matches node pool {w.node_pool} (nodeSelector "
+                           f"{', '.join(f'{k}={v}' for k, v in sorted(selector.items()))}); "
+                           "the pod would stay Pending")
+                continue
+        need = whole_gpus(w.gpu)
+        if need > 0 and need > max(candidates, default=0):
+            out.append(
+                f"{w.name}: requests {gpu_text(w.gpu)} GPU(s) but {where} has that many allocatable "
+                f"nvidia.com/gpu (largest: {max(candidates, default=0)}); the pod would stay Pending"
+            )
+    return out
+
+
+def ingress_warnings(desired: Sequence[DesiredWorkspace]) -> list[str]:
+    """The URLs say https: without a TLS secret the ingress serves its default certificate (browsers warn)."""
+    if any(w.default_certificate for w in desired):
+        return [
+            "project.yaml sets no ingress.tlsSecret: the workspace URLs say https, but the ingress controller "
+            "serves them with its default certificate, which browsers refuse unless it covers the domain"
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -200,6 +209,43 @@ def _duration(value: object) -> str:
     return text
 
 
+EXTENSION_ID = r"^[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9-]*$"
+"""A VS Code extension ID: `publisher.name`."""
+VSIX_PATH = r"^/[^\s\"'`$\\;&|<>(){}*?!#]*\.vsix$"
+HTTPS_URL = r"^https://[^\s\"'`$\\<>{}|^]+$"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+"""A Kubernetes label or annotation key: an optional DNS prefix and '/', then a name of at most 63."""
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_EXTENSION_ID_RE = re.compile(EXTENSION_ID)
+_VSIX_PATH_RE = re.compile(VSIX_PATH)
+_HTTPS_URL_RE = re.compile(HTTPS_URL)
+_LABEL_KEY_RE = re.compile(LABEL_KEY)
+_LABEL_VALUE_RE = re.compile(LABEL_VALUE)
+
+
+def _extension(value: object) -> str:
+    text = _string(value)
+    if text.startswith("/"):
+        if len(text) > 1024 or not _VSIX_PATH_RE.fullmatch(text) or "/../" in text:
+            raise PydanticCustomError(
+                "vsix_path",
+                "{value} is not a plain absolute path to a .vsix file (no '..', spaces or shell characters)",
+                {"value": quote(text)},
+            )
+        return text
+    if len(text) > 256 or not _EXTENSION_ID_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "extension_id",
+            "{value} is not an extension ID: use publisher.name (e.g. ms-python.python), "
+            "or the absolute path of a .vsix file on a data source",
+            {"value": quote(text)},
+        )
+    return text
+
+
 def duration_seconds(text: str) -> int:
     """The length of a (validated) duration: `"8h"` -> 28800."""
     return int(text[:-1]) * _DURATION_UNITS[text[-1]]
@@ -217,6 +263,62 @@ def _date(value: object) -> dt.date:
         raise PydanticCustomError(
             "date", "{value} is not a date: write it as YYYY-MM-DD, e.g. 2027-03-31", {"value": quote(text)}
         ) from None
+
+
+def _https_url(value: object) -> str:
+    text = _string(value)
+    if len(text) > 2048 or not _HTTPS_URL_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "https_url", "{value} is not an https:// URL (no spaces or quotes)", {"value": quote(text)}
+        )
+    return text
+
+
+def _label_key(value: object) -> str:
+    text = _string(value)
+    prefix, _, name = text.rpartition("/")
+    if not _LABEL_KEY_RE.fullmatch(text) or len(name) > 63 or len(prefix) > 253:
+        raise PydanticCustomError(
+            "label_key",
+            "{value} is not a valid label key (an optional DNS prefix and '/', then at most 63 letters, "
+            "digits, '-', '_' or '.')",
+            {"value": quote(text)},
+        )
+    return text
+
+
+def _label_value(value: object) -> str:
+    text = _string(value)
+    if len(text) > 63 or not _LABEL_VALUE_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "label_value",
+            "{value} is not a valid label value (at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit)",
+            {"value": quote(text)},
+        )
+    return text
+
+
+def _gpu(value: object) -> int | float:
+    """Whole GPUs (0, 1, 2, ...) or a fraction of one GPU (0 < gpu < 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("gpu_type", "Input should be a number of GPUs such as 1, 2 or 0.5")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_GPUS:
+            raise PydanticCustomError(
+                "gpu_range", "{value} GPUs: use 0 to {limit}", {"value": value, "limit": MAX_GPUS}
+            )
+        return value
+    if not (math.isfinite(value) and 0 < value < 1) or round(value, 2) != value:
+        raise PydanticCustomError(
+            "gpu_fraction",
+            "{value} is neither a whole number of GPUs nor a fraction of one GPU between 0 and 1 "
+            "(at most two decimals, e.g. 0.5 or 0.25)",
+            {"value": quote(value)},
+        )
+    return value
 
 
 def _schema(pattern: str, max_length: int | None = None, **extra: Any) -> WithJsonSchema:
@@ -248,6 +350,22 @@ Duration = Annotated[str, PlainValidator(_duration), _schema(DURATION, 8)]
 Date = Annotated[dt.date, PlainValidator(_date), WithJsonSchema({"type": "string", "format": "date"})]
 """A calendar date, YYYY-MM-DD."""
 Price = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+Extension = Annotated[
+    str,
+    PlainValidator(_extension),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": EXTENSION_ID}, {"type": "string", "pattern": VSIX_PATH}]}),
+]
+"""A VS Code extension: `publisher.name`, or the absolute path of a .vsix file on a data source."""
+HttpsUrl = Annotated[str, PlainValidator(_https_url), _schema(HTTPS_URL, 2048)]
+LabelKey = Annotated[str, PlainValidator(_label_key), _schema(LABEL_KEY, 317)]
+LabelValue = Annotated[str, PlainValidator(_label_value), _schema(LABEL_VALUE, 63)]
+Gpu = Annotated[
+    int | float,
+    PlainValidator(_gpu),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_GPUS},
+                              {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}]}),
+]
+"""Whole GPUs, or a fraction of one GPU (a fraction needs `scheduler: runai` in project.yaml)."""
 
 
 class _Model(BaseModel):
@@ -258,6 +376,9 @@ class Metadata(_Model):
     """Identifies the object; the name is also the file's stem."""
 
     name: Name
+    description: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None, description="What it is for, in a sentence: `reconcile blocks` shows it to users."
+    )
 
 
 class _File(_Model):
@@ -318,6 +439,21 @@ class Credentials(_Model):
         return self
 
 
+DEFAULT_HOMES = {"vscode": "/home/coder", "jupyterlab": "/home/jovyan"}
+"""The home directory of the user each tool's usual image runs as (UID 1000)."""
+
+
+class VSCode(_Model):
+    """What VS Code starts with."""
+
+    extensions: list[Extension] = Field(
+        default=[],
+        max_length=100,
+        description="Extensions installed before code-server starts: publisher.name from the project's gallery, "
+        "or the absolute path of a .vsix file on a data source. Kept on the volume; installed once.",
+    )
+
+
 class EnvironmentSpec(_Model):
     """The image, the tool it serves, its port, and how to get its credentials."""
 
@@ -329,6 +465,30 @@ class EnvironmentSpec(_Model):
     )
     env: dict[EnvName, str] = Field(default={}, description="Environment variables, name -> value.")
     credentials: Credentials
+    home: AbsolutePath | None = Field(
+        default=None,
+        description="The image's home directory, kept on the first data source "
+        'under workspaces/<owner>/.home/<workspace>. Default: "/home/coder" (vscode), "/home/jovyan" (jupyterlab).',
+    )
+    vscode: VSCode | None = Field(default=None, description="VS Code settings (tool: vscode only).")
+
+    @field_validator("vscode")
+    @classmethod
+    def _vscode_only_for_vscode(cls, value: VSCode | None, info: ValidationInfo) -> VSCode | None:
+        tool = info.data.get("tool")
+        if value is not None and tool not in (None, "vscode"):
+            raise PydanticCustomError(
+                "vscode_block",
+                "'vscode' is set but tool is '{tool}': extensions install into VS Code only; "
+                "remove the 'vscode' block or use tool: vscode",
+                {"tool": tool},
+            )
+        return value
+
+    @property
+    def home_dir(self) -> str:
+        """`home`, defaulting to the home of the user the usual image of `tool` runs as."""
+        return (self.home or DEFAULT_HOMES[self.tool]).rstrip("/") or "/"
 
 
 class Environment(_File):
@@ -343,7 +503,17 @@ class ComputeSpec(_Model):
 
     cpu: Quantity
     memory: Quantity
-    gpu: Annotated[int, Field(ge=0, le=MAX_GPUS)] = Field(default=0, description="Whole GPUs (nvidia.com/gpu).")
+    gpu: Gpu = Field(
+        default=0,
+        description="Whole GPUs (nvidia.com/gpu), or a fraction of one (0.5; needs scheduler: runai in project.yaml).",
+    )
+    node_pool: Name | None = Field(
+        default=None, alias="nodePool", description="A node pool named in project.yaml's nodePools."
+    )
+    shm: Quantity | None = Field(
+        default=None,
+        description="Size of /dev/shm (a memory-backed emptyDir); counts toward the memory quota.",
+    )
 
 
 class ComputeResource(_File):
@@ -378,7 +548,76 @@ class Quota(_Model):
 
     cpu: Quantity | None = None
     memory: Quantity | None = None
-    gpu: Annotated[int, Field(ge=0)] | None = None
+    gpu: Annotated[int | float, Field(ge=0)] | None = None
+
+
+class Toleration(_Model):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: LabelKey | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class NodePool(_Model):
+    """A set of nodes: the selector that picks them and the tolerations their taints need."""
+
+    node_selector: dict[LabelKey, LabelValue] = Field(default={}, alias="nodeSelector")
+    tolerations: list[Toleration] = []
+
+
+class Ingress(_Model):
+    """How the cluster's ingress controller serves the workspace hosts."""
+
+    class_name: Subdomain | None = Field(
+        default=None, alias="className", description="The IngressClass (e.g. nginx); default: the cluster's default."
+    )
+    tls_secret: Subdomain | None = Field(
+        default=None,
+        alias="tlsSecret",
+        description="A TLS Secret in the namespace whose certificate covers *.<domain>; without it the plan warns.",
+    )
+    annotations: dict[LabelKey, str] = Field(
+        default={}, description="Added to every workspace Ingress (they win over the defaults)."
+    )
+
+
+class ExtensionsGallery(_Model):
+    """A VS Code extension gallery (code-server's EXTENSIONS_GALLERY); default: Open VSX."""
+
+    service_url: HttpsUrl = Field(alias="serviceUrl", description="e.g. https://open-vsx.org/vscode/gallery")
+    item_url: HttpsUrl | None = Field(default=None, alias="itemUrl", description="e.g. https://open-vsx.org/vscode/item")
+    resource_url_template: HttpsUrl | None = Field(default=None, alias="resourceUrlTemplate")
+
+
+CONTROL_PLANE_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
+"""A control plane's base URL: https, a host, an optional port, no path."""
+_CONTROL_PLANE_URL_RE = re.compile(CONTROL_PLANE_URL)
+
+
+def _control_plane_url(value: object) -> str:
+    text = _string(value)
+    if len(text) > 2048 or not _CONTROL_PLANE_URL_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "https_url",
+            "{value} is not a control plane URL: use https://<host>[:port], without a path",
+            {"value": quote(text)},
+        )
+    return text
+
+
+ControlPlaneUrl = Annotated[str, PlainValidator(_control_plane_url), _schema(CONTROL_PLANE_URL, 2048)]
+
+
+class RunaiSpec(_Model):
+    """Where the Run:ai backend puts workspaces (credentials come from the environment, never from here)."""
+
+    url: ControlPlaneUrl = Field(
+        description="The control plane's base URL, e.g. https://myorg.run.ai."
+    )
+    cluster: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai cluster's name.")
+    project: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai project's name.")
 
 
 class IdlePolicy(_Model):
@@ -435,6 +674,21 @@ class ProjectSpec(_Model):
         description="GitHub logins or teams (org/team-slug) allowed to change any file of the repository.",
     )
     quota: Quota | None = None
+    backend: Literal["kubernetes", "runai"] = Field(
+        default="kubernetes", description="Where workspaces run: Kubernetes objects, or Run:ai workspaces."
+    )
+    runai: RunaiSpec | None = Field(default=None, description="Required with backend: runai.")
+
+    scheduler: Literal["default", "runai"] = Field(
+        default="default", description="runai: pods use runai-scheduler, and compute may ask for GPU fractions."
+    )
+    node_pools: dict[Name, NodePool] = Field(
+        default={}, alias="nodePools", description="Named node pools that compute blocks pick with nodePool."
+    )
+    ingress: Ingress | None = None
+    extensions_gallery: ExtensionsGallery | None = Field(
+        default=None, alias="extensionsGallery", description="Where VS Code extensions come from (default: Open VSX)."
+    )
     idle: IdlePolicy | None = Field(default=None, description="Off when unset: idle workspaces are never stopped.")
     expiry: ExpiryPolicy = Field(default=ExpiryPolicy(), description="Expiry warnings and the longest expiry.")
     prices: Prices | None = Field(default=None, description="Hourly prices; unset: no cost in the plan.")
@@ -561,7 +815,17 @@ class _SchemaGenerator(GenerateJsonSchema):
         return result
 
 
-def json_schema(kind: str) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of one file kind, for editors and CI."""
+def json_schema(kind: str, block_names: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one file kind, for editors and CI.
+
+    `block_names` (kind -> names, e.g. {"Environment": [...]}): a Workspace's references then offer
+    the existing blocks as `examples`, which editors complete (the loader still decides what exists)."""
     schema = KIND_MODELS[kind].model_json_schema(by_alias=True, schema_generator=_SchemaGenerator)
+    if kind == "Workspace" and block_names:
+        spec = schema["$defs"]["WorkspaceSpec"]["properties"]
+        for field, block_kind in (("environment", "Environment"), ("compute", "ComputeResource")):
+            if block_names.get(block_kind):
+                spec[field]["examples"] = block_names[block_kind]
+        if block_names.get("DataSource"):
+            spec["dataSources"]["items"]["examples"] = block_names["DataSource"]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

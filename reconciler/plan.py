@@ -31,7 +31,14 @@ from reconciler.changeset import (
     WorkspaceResult,
 )
 from reconciler.diff import MASK, FieldDiff, diff_object, mask, owned_fields
-from reconciler.impact import blast_radius, capacity_warnings, check, conflict_refusals, pod_spec
+from reconciler.impact import (
+    blast_radius,
+    capacity_warnings,
+    check,
+    conflict_refusals,
+    ingress_warnings,
+    pod_spec,
+)
 from reconciler.render import (
     ANNOTATION_SOURCE,
     LABEL_INSTANCE,
@@ -191,6 +198,7 @@ def _workspace_plan(w: DesiredWorkspace, changes: list[ObjectChange]) -> Workspa
         source=w.source,
         state=w.state,
         notes=notes,
+        credential_hint_powershell=w.credential_hint_powershell,
     )
 
 
@@ -236,7 +244,7 @@ def compute_plan(
         project=project,
         namespace=namespace,
         workspaces=workspaces,
-        warnings=capacity_warnings(desired, live, namespace),
+        warnings=capacity_warnings(desired, live, namespace) + ingress_warnings(desired),
         blast_radius=blast_radius(desired, workspaces),
         managed_workspaces=len(managed),
     )

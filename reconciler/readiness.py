@@ -48,7 +48,8 @@ def status_rows(desired: list[DesiredWorkspace], deps: Mapping[str, Json], reaso
         else:
             state, reason = "not ready", reasons.get(name, "")
         rows.append(StatusRow(name=name, owner=owner, state=state, url=w.url if w else "",
-                              credential_hint=w.credential_hint if w else "", age=age, reason=reason))
+                              credential_hint=w.credential_hint if w else "", age=age, reason=reason,
+                              credential_hint_powershell=w.credential_hint_powershell if w else ""))
     return rows
 
 

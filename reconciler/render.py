@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler import extensions, placement, powershell
 from reconciler.models import ComputeResource, DataSource, Environment, Project, Repo, Workspace
 
 MANAGED_BY = "workspace-reconciler"
@@ -38,10 +39,14 @@ INGRESS_ANNOTATIONS = {
     "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
 }
 MKDIR_SCRIPT = (
-    'mkdir -p "$1" || { echo "cannot create $1 as UID $(id -u): the platform team must make'
-    ' $(dirname "$1") writable by group $(id -g) (or by all, with the sticky bit)" >&2; exit 1; }'
+    'for d in "$@"; do mkdir -p "$d" || { echo "cannot create $d as UID $(id -u): the platform team must make'
+    ' $(dirname "$d") writable by group $(id -g) (or by all, with the sticky bit)" >&2; exit 1; }; done;'
+    ' if [ -n "$2" ]; then chmod 700 "$2"; fi'
 )
-"""The init container's command: a missing folder is created, and a volume it cannot write says who fixes it."""
+"""The init container's command: the working directory and the home ($2, private) are created if missing,
+and a volume it cannot write says who fixes it."""
+HOME_FOLDER = ".home"
+"""Homes live at <first data source>/workspaces/<owner>/.home/<workspace>."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class DesiredWorkspace:
     compute: str
     data_sources: tuple[str, ...]
     pvcs: tuple[str, ...]
-    gpu: int
+    gpu: int | float
     tool: str
     state: str
     url: str
@@ -62,6 +67,12 @@ class DesiredWorkspace:
     source: str
     objects: tuple[dict[str, Any], ...]
     """Deployment, Service, Ingress, in that order (plain dicts)."""
+    node_pool: str = ""
+    extensions: tuple[str, ...] = ()
+    default_certificate: bool = False
+    credential_hint_powershell: str = ""
+    """`credential_hint` for Windows PowerShell."""
+    """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
 
 
 def render(repo: Repo) -> list[DesiredWorkspace]:
@@ -99,6 +110,10 @@ def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
         credential_hint=credential_hint(project, workspace.name, environment),
         source=source_path,
         objects=objects,
+        node_pool=compute.spec.node_pool or "",
+        extensions=tuple(environment.spec.vscode.extensions) if environment.spec.vscode else (),
+        default_certificate=not (project.spec.ingress and project.spec.ingress.tls_secret),
+        credential_hint_powershell=powershell.credential_hint_powershell(project, workspace.name, environment),
     )
 
 
@@ -152,6 +167,13 @@ def workdir(workspace: Workspace, sources: list[DataSource]) -> str | None:
     return f"{sources[0].mount_path.rstrip('/')}/workspaces/{workspace.spec.owner}"
 
 
+def home_subpath(workspace: Workspace, sources: list[DataSource]) -> str | None:
+    """`workspaces/<owner>/.home/<workspace>` on the first data source, or None without a writable one."""
+    if not sources or sources[0].spec.read_only:
+        return None
+    return f"workspaces/{workspace.spec.owner}/{HOME_FOLDER}/{workspace.name}"
+
+
 def _metadata(project: Project, name: str, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
     return {
         "name": name,
@@ -195,21 +217,28 @@ def _deployment(
     spec = environment.spec
     directory = workdir(workspace, sources)
     quantities: dict[str, str] = {"cpu": compute.spec.cpu, "memory": compute.spec.memory}
-    if compute.spec.gpu > 0:
+    if compute.spec.gpu > 0 and not placement.is_fraction(compute.spec.gpu):
         quantities[GPU_RESOURCE] = str(compute.spec.gpu)
     mounts = [{"name": s.name, "mountPath": s.mount_path, "readOnly": s.spec.read_only} for s in sources]
+    home = spec.home_dir
+    subpath = home_subpath(workspace, sources)
+    # The home on the volume keeps the IDE's password, extensions, conda envs and history over restarts.
+    home_mounts = [{"name": sources[0].name, "mountPath": home, "subPath": subpath}] if subpath else []
+    home_env = [{"name": "HOME", "value": home}] if subpath else []
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
     args = _args(environment, directory)
     if args:
         container["args"] = args
-    if spec.env:
-        container["env"] = [{"name": key, "value": spec.env[key]} for key in sorted(spec.env)]
+    env = [{"name": key, "value": spec.env[key]} for key in sorted(spec.env) if key != "HOME" or not subpath]
+    env = sorted([*env, *home_env, *(extensions.gallery_env(project) if spec.vscode else [])], key=lambda e: e["name"])
+    if env:
+        container["env"] = env
     if directory is not None:
         container["workingDir"] = directory
     container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
     container["resources"] = {"requests": dict(quantities), "limits": dict(quantities)}
     if mounts:
-        container["volumeMounts"] = mounts
+        container["volumeMounts"] = mounts + home_mounts
     container["readinessProbe"] = {"tcpSocket": {"port": spec.port}, "periodSeconds": 5}
     container["securityContext"] = _container_security()
 
@@ -231,7 +260,8 @@ def _deployment(
             {
                 "name": INIT_CONTAINER_NAME,
                 "image": spec.image,
-                "command": ["sh", "-c", MKDIR_SCRIPT, INIT_CONTAINER_NAME, directory],
+                "command": ["sh", "-c", MKDIR_SCRIPT, INIT_CONTAINER_NAME, directory,
+                            *([f"{sources[0].mount_path.rstrip('/')}/{subpath}"] if subpath else [])],
                 # The message reaches the pod's status, so `reconcile status` can say why it waits.
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {"requests": dict(INIT_RESOURCES), "limits": dict(INIT_RESOURCES)},
@@ -239,12 +269,23 @@ def _deployment(
                 "securityContext": _container_security(),
             }
         ]
+    if spec.vscode and spec.vscode.extensions:
+        install_resources = {k: v for k, v in quantities.items() if k != GPU_RESOURCE}
+        pod.setdefault("initContainers", []).append(
+            extensions.init_container(spec.image, spec.vscode.extensions, project, install_resources,
+                                      mounts + home_mounts, home_env, _container_security())
+        )
     pod["containers"] = [container]
     if sources:
         pod["volumes"] = [
             {"name": s.name, "persistentVolumeClaim": {"claimName": s.spec.pvc, "readOnly": s.spec.read_only}}
             for s in sources
         ]
+    placement.place(pod, container, project, compute)
+    template_metadata: dict[str, Any] = {"labels": dict(labels)}
+    fraction = placement.pod_annotations(project, compute)
+    if fraction:
+        template_metadata["annotations"] = fraction
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -253,7 +294,7 @@ def _deployment(
             "replicas": 1 if workspace.spec.state == "running" else 0,
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector_labels(project.name, workspace.name)},
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+            "template": {"metadata": template_metadata, "spec": pod},
         },
     }
 
@@ -291,11 +332,19 @@ def _ingress(
     labels: dict[str, str],
     annotations: dict[str, str],
 ) -> dict[str, Any]:
+    settings = project.spec.ingress
+    extra = dict(sorted(settings.annotations.items())) if settings else {}
+    spec: dict[str, Any] = {}
+    if settings and settings.class_name:
+        spec["ingressClassName"] = settings.class_name
+    if settings and settings.tls_secret:
+        spec["tls"] = [{"hosts": [host(project, workspace.name)], "secretName": settings.tls_secret}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": _metadata(project, workspace.name, labels, {**annotations, **INGRESS_ANNOTATIONS}),
+        "metadata": _metadata(project, workspace.name, labels, {**annotations, **INGRESS_ANNOTATIONS, **extra}),
         "spec": {
+            **spec,
             "rules": [
                 {
                     "host": host(project, workspace.name),

@@ -163,6 +163,7 @@ def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[st
         "restarts": w.restarts,
         "keptPvcs": list(w.kept_pvcs),
         "notes": list(w.notes),
+        "credentialHintPowerShell": w.credential_hint_powershell,
     }
     if result is not None:
         out.update(ready=result.ready, reason=result.reason, errors=list(result.errors))
@@ -242,6 +243,8 @@ def _workspace_lines(w: WorkspacePlan, result: WorkspaceResult | None) -> list[L
         lines.append([("    URL: ", "dim"), (w.url, "cyan")])
     if w.action in (Action.CREATE, Action.UPDATE) and w.credential_hint:
         lines.append([("    password/token: ", "dim"), (w.credential_hint, "")])
+        if w.credential_hint_powershell:
+            lines.append([("    (PowerShell): ", "dim"), (w.credential_hint_powershell, "")])
     if w.action is Action.DELETE and w.url:
         lines.append([("    was: ", "dim"), (w.url, "")])
     for note in w.notes:
@@ -326,6 +329,8 @@ def _workspace_markdown(w: WorkspacePlan, dry_run: bool, result: WorkspaceResult
             out += [f"Open <{w.url}>" + (" once it is ready." if soon else "."), ""]
         if w.credential_hint:
             out += ["Get the password or token with:", "", _fenced(w.credential_hint, "sh"), ""]
+            if w.credential_hint_powershell:
+                out += ["On Windows PowerShell:", "", _fenced(w.credential_hint_powershell, "powershell"), ""]
     for o in w.objects:
         if o.action is Action.CONFLICT:
             out += [f"- **{_conflict_text(o)}**"]
@@ -488,6 +493,7 @@ def status_json(rows: Sequence[StatusRow], cost: dict[str, Any] | None = None) -
                 "credentialHint": r.credential_hint,
                 "age": r.age,
                 "reason": r.reason,
+                "credentialHintPowerShell": r.credential_hint_powershell,
                 "lastActive": r.last_active or None,
             }
             for r in rows
@@ -524,6 +530,8 @@ def status_text(rows: Sequence[StatusRow], color: bool, last_active: Mapping[str
             lines.append([("  reason: ", "dim"), (r.reason, _STATE_STYLE.get(r.state, ""))])
         if r.credential_hint and r.state in ("ready", "not ready"):
             lines.append([("  password/token: ", "dim"), (r.credential_hint, "")])
+            if r.credential_hint_powershell:
+                lines.append([("  (PowerShell): ", "dim"), (r.credential_hint_powershell, "")])
     lines += [[], [(_status_summary_line(rows), "bold")]]
     if cost_line:
         lines.append([(cost_line, "")])
@@ -542,6 +550,8 @@ def status_markdown(rows: Sequence[StatusRow]) -> str:
         detail = r.reason
         if r.credential_hint and r.state in ("ready", "not ready"):
             hint = _code(r.credential_hint).replace("|", "\\|")
+            if r.credential_hint_powershell:
+                hint += "<br>PowerShell: " + _code(r.credential_hint_powershell).replace("|", "\\|")
             detail = f"{hint}; {_cell(r.reason)}" if r.reason else hint
         else:
             detail = _cell(detail)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconciler import cluster
 from reconciler.cluster import ClusterOptions
@@ -39,6 +39,13 @@ class Backend(Protocol):
 
     def wait_ready(self, project: str, names: list[str], timeout: float,
                    progress: Progress | None = None) -> dict[str, WorkspaceResult]: ...
+
+
+@runtime_checkable
+class Annotates(Protocol):
+    """A backend that says more about a plan than the shared plan can (Run:ai: recreate, suspend, URLs)."""
+
+    def annotate(self, plan: Plan) -> Plan: ...
 
 
 @dataclass
@@ -77,7 +84,8 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     claims = sorted({c for w in desired for c in w.pvcs})
 
     def make_plan() -> Plan:
-        return compute_plan(desired, api.read_live(claims), project, namespace, opts.plan)
+        made = compute_plan(desired, api.read_live(claims), project, namespace, opts.plan)
+        return api.annotate(made) if isinstance(api, Annotates) else made
 
     mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)
     plan = make_plan()
@@ -102,6 +110,8 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
             ready = api.wait_ready(project, to_wait, opts.timeout, progress)
             for name, r in ready.items():
                 results[name].ready, results[name].reason = r.ready, r.reason
+            if isinstance(api, Annotates):
+                plan = api.annotate(plan)  # what waiting learnt (Run:ai: the connection URLs)
     left_alone = conflict_refusals(plan)
     if results:
         for name, why in left_alone.items():

@@ -29,6 +29,7 @@ from reconciler.models import (
     format_quantity,
     parse_quantity,
 )
+from reconciler.placement import gpu_text, is_fraction, memory_with_shm
 
 KIND_FOLDERS: dict[str, str] = {
     "workspaces": "Workspace",
@@ -79,7 +80,9 @@ class _RepoReader:
         for name, workspace in workspaces.items():
             self._check_workspace(self.loaded["Workspace"].docs[name], workspace, project)
         if isinstance(project, Project):
+            self._check_compute_placement(project)
             self._check_quota(project)
+            self._check_backend(project)
         if self.errors:
             raise ValidationFailed(self.errors)
         assert isinstance(project, Project)
@@ -251,6 +254,28 @@ class _RepoReader:
                     doc.error(loc, f"data sources {mounts[path]!r} and {name!r} are both mounted at {path!r}")
                 )
             mounts[path] = name
+        environment = self.loaded["Environment"].models.get(spec.environment)
+        if isinstance(environment, Environment) and spec.data_sources and environment.spec.home_dir in mounts:
+            home = environment.spec.home_dir
+            self.errors.append(
+                doc.error(
+                    ("spec", "dataSources"),
+                    f"data source {mounts[home]!r} is mounted at {home!r}, where environment "
+                    f"{environment.name!r} keeps the home on the volume: mount it elsewhere, or set the "
+                    "environment's home",
+                )
+            )
+        if isinstance(environment, Environment) and environment.spec.vscode:
+            for vsix in (e for e in environment.spec.vscode.extensions if e.startswith("/")):
+                if not any(vsix.startswith(f"{path}/") for path in mounts):
+                    where = ", ".join(sorted(mounts)) or "none"
+                    self.errors.append(
+                        doc.error(
+                            ("spec", "environment"),
+                            f"environment {environment.name!r} installs {vsix}, which is on none of this "
+                            f"workspace's data sources (mounted at: {where}): list the data source that holds it",
+                        )
+                    )
         if not isinstance(project, Project):
             return
         if project.spec.owner_prefix and not workspace.name.startswith(f"{spec.owner}-"):
@@ -286,39 +311,73 @@ class _RepoReader:
             close = difflib.get_close_matches(name, sorted(loaded.models) + sorted(loaded.broken), n=1)
             if close:
                 message += f"; did you mean {close[0]!r}?"
+            else:
+                from reconciler.catalog import existing_blocks_hint
+
+                message += "; " + existing_blocks_hint(kind, sorted(loaded.models))
             self.errors.append(doc.error(loc, message))
         return False
+
+    def _check_backend(self, project: Project) -> None:
+        """backend: runai needs its spec.runai."""
+        if project.spec.backend == "runai" and project.spec.runai is None:
+            self.errors.append(self.loaded["Project"].docs[""].error(
+                ("spec", "backend"), "backend: runai needs spec.runai: {url: https://..., cluster: ..., project: ...}"))
+
+    def _check_compute_placement(self, project: Project) -> None:
+        """A GPU fraction needs the Run:ai scheduler; a node pool must be one project.yaml names."""
+        for name, compute in _typed(self.loaded["ComputeResource"].models, ComputeResource).items():
+            doc = self.loaded["ComputeResource"].docs[name]
+            gpu = compute.spec.gpu
+            if is_fraction(gpu) and "runai" not in (project.spec.scheduler, project.spec.backend):
+                self.errors.append(
+                    doc.error(
+                        ("spec", "gpu"),
+                        f"gpu: {gpu_text(gpu)} is a fraction of a GPU, which only the Run:ai scheduler can "
+                        "give (the default scheduler counts nvidia.com/gpu in whole GPUs): set "
+                        "'scheduler: runai' (or 'backend: runai') in project.yaml, or ask for a whole number of GPUs",
+                    )
+                )
+            pool = compute.spec.node_pool
+            if pool is not None and pool not in project.spec.node_pools:
+                pools = sorted(project.spec.node_pools)
+                message = f"unknown node pool {pool!r} (project.yaml's nodePools "
+                message += f"names {', '.join(map(repr, pools))})" if pools else "names none)"
+                close = difflib.get_close_matches(pool, pools, n=1)
+                if close:
+                    message += f"; did you mean {close[0]!r}?"
+                self.errors.append(doc.error(("spec", "nodePool"), message))
 
     def _check_quota(self, project: Project) -> None:
         quota = project.spec.quota
         if quota is None:
             return
-        cpu = memory = Decimal(0)
-        gpu = 0
+        cpu = memory = gpu = Decimal(0)
         for workspace in self.loaded["Workspace"].models.values():
             assert isinstance(workspace, Workspace)
             compute = self.loaded["ComputeResource"].models.get(workspace.spec.compute)
             if workspace.spec.state != "running" or not isinstance(compute, ComputeResource):
                 continue
             cpu += parse_quantity(compute.spec.cpu)
-            memory += parse_quantity(compute.spec.memory)
-            gpu += compute.spec.gpu
+            memory += memory_with_shm(compute)
+            gpu += Decimal(gpu_text(compute.spec.gpu))
         doc = self.loaded["Project"].docs[""]
-        checks: list[tuple[str, str | int | None, Decimal, bool]] = [
+        checks: list[tuple[str, str | int | float | None, Decimal, bool]] = [
             ("cpu", quota.cpu, cpu, False),
             ("memory", quota.memory, memory, True),
-            ("gpu", quota.gpu, Decimal(gpu), False),
+            ("gpu", quota.gpu, gpu, False),
         ]
         for dimension, limit, total, binary in checks:
             if limit is None:
                 continue
-            limit_value = parse_quantity(limit) if isinstance(limit, str) else Decimal(limit)
+            limit_value = parse_quantity(limit) if isinstance(limit, str) else Decimal(str(limit))
             if total > limit_value:
                 self.errors.append(
                     doc.error(
                         ("spec", "quota"),
                         f"quota exceeded: running workspaces request {dimension} "
-                        f"{format_quantity(total, binary=binary)} > quota {limit}",
+                        f"{gpu_text(total) if dimension == 'gpu' else format_quantity(total, binary=binary)}"
+                        f" > quota {limit}",
                     )
                 )
 

@@ -32,7 +32,7 @@ CA=$DIR/ingress/ca.crt
 
 step "Platform set-up: namespace, the plan/apply Roles, and the project's PVC on a host folder"
 "$KUBECTL" create namespace $NS --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
-"$KUBECTL" apply -f deploy/rbac/ >/dev/null
+deploy/render.sh $NS | "$KUBECTL" apply -f - >/dev/null
 VOLUME=$($BIN/python tests/cluster/launcher.py host-volume "$DIR/volumes/sample-project-pvc")
 "$KUBECTL" apply -f - >/dev/null <<YAML
 apiVersion: v1

@@ -7,7 +7,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The one module each forbidden contract allows to import what it forbids to the others.
-OWNER = {"kubernetes": "reconciler.cluster", "git": "reconciler.policy", "urllib": "reconciler.github_api"}
+OWNER = {
+    "kubernetes": "reconciler.cluster",
+    "git": "reconciler.policy",
+    "urllib": "reconciler.github_api",
+    "runai": "reconciler.runai",
+}
 
 
 def _modules() -> set[str]:

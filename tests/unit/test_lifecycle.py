@@ -230,7 +230,8 @@ def test_a_stopped_workspace_costs_nothing(example_repo: Path) -> None:
 
 
 def test_status_shows_last_active_and_the_cost_totals() -> None:
-    rows = [StatusRow("jane-doe-vscode", "jane-doe", "ready", "https://x", "", "3h", "", "2027-03-10T11:55:00Z")]
+    rows = [StatusRow("jane-doe-vscode", "jane-doe", "ready", "https://x", "", "3h", "",
+                      last_active="2027-03-10T11:55:00Z")]
     text = status_text(rows, False, last_active={"jane-doe-vscode": "5m ago"},
                        cost_line="cost: USD 0.24/h, USD 175.20/month (730 h) for 1 running workspace")
     header, row = text.splitlines()[:2]

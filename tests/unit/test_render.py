@@ -144,8 +144,9 @@ def test_the_working_directory_is_the_owners_folder_on_the_first_data_source(rep
     pod = _objects(_by_name(repo)["alice-code"])["Deployment"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["workingDir"] == "/team-pvc/workspaces/alice"
     (init,) = pod["initContainers"]
-    assert init["command"][:2] == ["sh", "-c"] and init["command"][-1] == "/team-pvc/workspaces/alice"
-    assert init["volumeMounts"] == pod["containers"][0]["volumeMounts"]
+    assert init["command"][:2] == ["sh", "-c"]
+    assert init["command"][-2:] == ["/team-pvc/workspaces/alice", "/team-pvc/workspaces/alice/.home/alice-code"]
+    assert init["volumeMounts"] == pod["containers"][0]["volumeMounts"][:1], "the home is made, not mounted"
     assert init["securityContext"] == pod["containers"][0]["securityContext"]
     assert init["resources"]["requests"] == init["resources"]["limits"]
     assert pod["volumes"] == [
@@ -163,12 +164,14 @@ def test_the_init_container_creates_the_folder_or_says_who_must_make_the_volume_
     assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
     volume = tmp_path / "workspaces"
     volume.mkdir()
-    argv = [*init["command"][:-1], str(volume / "alice")]
+    home = volume / "alice" / ".home" / "alice-code"
+    argv = [*init["command"][:-2], str(volume / "alice"), str(home)]
     assert subprocess.run(argv, capture_output=True).returncode == 0
     assert (volume / "alice").is_dir()
+    assert home.stat().st_mode & 0o777 == 0o700, "the home holds the IDE's password: private"
     if os.geteuid() == 0:  # as root the permission check would pass: drop to the pod's UID
         volume.chmod(0o755)
-        denied = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *argv[:-1],
+        denied = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *argv[:-2],
                                  str(volume / "bob")], capture_output=True, text=True)
         assert denied.returncode == 1
         assert f"the platform team must make {volume} writable by group 1000" in denied.stderr
@@ -219,6 +222,7 @@ def test_workdir_placeholders_in_args_are_substituted_and_env_is_sorted(
     assert container["args"] == ["--open", "/team-pvc/workspaces/alice/notes", "{other}"]
     assert container["env"] == [
         {"name": "ALPHA", "value": "a"},
+        {"name": "HOME", "value": "/home/coder"},
         {"name": "MIDDLE", "value": "m"},
         {"name": "ZED", "value": "z"},
     ]

@@ -286,6 +286,7 @@ def test_status_json_lists_every_workspace_with_counts_per_state() -> None:
         "credentialHint": 'kubectl -n sample-project logs deploy/john-tan-jupyterlab | grep "lab?token"',
         "age": "5m",
         "reason": "ImagePullBackOff: pull access denied",
+        "credentialHintPowerShell": "",
         "lastActive": None,
     }
 

@@ -35,13 +35,13 @@ def _example_files() -> list[tuple[str, str]]:
 
 
 def test_the_committed_schemas_are_what_reconcile_schema_writes(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["schema", "--output-dir", str(tmp_path)])
+    result = CliRunner().invoke(main, ["schema", "--output-dir", str(tmp_path), "--repo", str(ROOT)])
     assert result.exit_code == 0, result.output
     for name in SCHEMA_FILES.values():
         committed = SCHEMAS / name
         assert committed.exists(), f"schemas/{name} is missing: run `reconcile schema --output-dir schemas`"
         assert committed.read_text() == (tmp_path / name).read_text(), (
-            f"schemas/{name} is stale: run `reconcile schema --output-dir schemas`"
+            f"schemas/{name} is stale: run `reconcile schema --output-dir schemas` at the repo root"
         )
     assert sorted(p.name for p in SCHEMAS.glob("*.json")) == sorted(SCHEMA_FILES.values())
 

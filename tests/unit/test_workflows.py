@@ -227,7 +227,9 @@ def test_plan_validates_with_the_actor_then_posts_a_dry_run() -> None:
     assert checkout["with"]["fetch-depth"] == 0
     plan = step(doc, "plan", "Plan")
     assert "python -m reconciler --dry-run --output markdown --comment" in plan["run"]
-    assert plan["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "RECONCILE_DEBUG": "1"}
+    assert plan["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "RECONCILE_DEBUG": "1",
+                           "RUNAI_CLIENT_ID": "${{ secrets.RUNAI_PLAN_CLIENT_ID }}",
+                           "RUNAI_CLIENT_SECRET": "${{ secrets.RUNAI_PLAN_CLIENT_SECRET }}"}
     assert jobs(doc)["plan"]["steps"][0]["with"]["fetch-depth"] == 0
 
 
@@ -330,6 +332,7 @@ class Runner:
             "github.repository": "acme/workspaces",
             "github.server_url": "https://github.com",
             "github.run_id": "99",
+            **{f"secrets.RUNAI_{who}_CLIENT_{part}": "" for who in ("PLAN", "APPLY") for part in ("ID", "SECRET")},
         }
 
     def run(self, doc: dict[str, Any], job: str, name: str, **env: str) -> subprocess.CompletedProcess[str]:
