@@ -299,7 +299,10 @@ def _plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
     """The plan comment's cost section and expiry warnings (for the changed workspaces)."""
     changed = [w.name for w in plan.workspaces if w.action.value in ("create", "update")]
     today = dt.datetime.now(dt.UTC).date()
-    return {"cost": plan_cost(plan, repo.project.spec.prices), "expiring": expiry_warnings(repo, today, changed)}
+    # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
+    prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
+    cost = plan_cost(plan, prices, repo.project.spec.node_pools)
+    return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}
 
 
 def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None,
@@ -379,7 +382,8 @@ def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | 
     now = dt.datetime.now(dt.UTC)
     shown = {name: f"{human(now - moment)} ago" for name, moment in last.items()}
     prices = loaded.project.spec.prices
-    total = running_cost((w.objects[0] for w in running), prices) if prices is not None else None
+    pools = loaded.project.spec.node_pools
+    total = running_cost((w.objects[0] for w in running), prices, pools) if prices is not None else None
     cost = total.as_json() if total is not None else None
     cost_line = total.line() if total is not None else None
     if output == "json":
@@ -419,7 +423,7 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
         now = parsed
     loaded = load_repo(repo)
     desired = render(loaded)
-    needs_activity = loaded.project.spec.idle is not None
+    needs_activity = loaded.project.spec.idle is not None and loaded.project.spec.backend == "kubernetes"
     source = (Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
               if needs_activity else None)
     ctx = None

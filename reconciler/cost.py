@@ -1,7 +1,8 @@
 """What running workspaces cost, from the project's hourly prices (`project.yaml` `spec.prices`). Pure.
 
 A workspace costs what its container asks for (requests = limits) for every hour it runs: CPUs
-times the CPU price, GiB of memory times the memory price, GPUs times the GPU price. A stopped
+times the CPU price, GiB of memory times the memory price, GPUs (whole, or a Run:ai fraction)
+times the GPU price of its node pool (`prices.gpuByPool`, else `prices.gpu`). A stopped
 workspace (zero replicas) costs nothing here (its volume is billed elsewhere, if at all). A month
 is 730 hours (365 * 24 / 12).
 """
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from reconciler.models import Prices, parse_quantity
+from reconciler.models import NodePool, Prices, parse_quantity
+from reconciler.placement import GPU_FRACTION_ANNOTATION
 from reconciler.plan import Action, Plan
 from reconciler.render import CONTAINER_NAME, GPU_RESOURCE
 
@@ -43,32 +45,58 @@ class PlanCost:
     total_after: Decimal
 
 
-def hourly(resources: Mapping[str, Any], prices: Prices) -> Decimal:
-    """The price of one running hour of a container's resources (its limits, else its requests)."""
+def hourly(resources: Mapping[str, Any], prices: Prices, *, gpu_fraction: Decimal = Decimal(0),
+           pool: str | None = None) -> Decimal:
+    """The price of one running hour of a container's resources (its limits, else its requests).
+
+    `gpu_fraction`: a Run:ai GPU fraction (an annotation, not a resource); `pool`: the node pool
+    it runs on, whose `prices.gpuByPool` price applies to its GPUs."""
     amounts = resources.get("limits") or resources.get("requests") or {}
     cpu = _quantity(amounts.get("cpu"))
     memory = _quantity(amounts.get("memory")) / _GIB
-    gpu = _quantity(amounts.get(GPU_RESOURCE))
-    return cpu * Decimal(str(prices.cpu)) + memory * Decimal(str(prices.memory_gib)) + gpu * Decimal(str(prices.gpu))
+    gpu = _quantity(amounts.get(GPU_RESOURCE)) + gpu_fraction
+    gpu_price = prices.gpu_by_pool.get(pool or "", prices.gpu)
+    return cpu * Decimal(str(prices.cpu)) + memory * Decimal(str(prices.memory_gib)) + gpu * Decimal(str(gpu_price))
 
 
-def deployment_hourly(deployment: Mapping[str, Any] | None, prices: Prices) -> Decimal:
-    """The price of one hour of a workspace's Deployment as it is (0 when absent or stopped)."""
+def deployment_hourly(deployment: Mapping[str, Any] | None, prices: Prices,
+                      pools: Mapping[str, NodePool] | None = None) -> Decimal:
+    """The price of one hour of a workspace's Deployment as it is (0 when absent or stopped).
+
+    `pools`: project.yaml's nodePools; the pool is the one whose nodeSelector the pod carries."""
     if not deployment:
         return Decimal(0)
     spec = deployment.get("spec") or {}
     replicas = spec.get("replicas", 1)
     if not replicas:
         return Decimal(0)
-    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    template = spec.get("template") or {}
+    pod = template.get("spec") or {}
+    containers = pod.get("containers") or []
+    fraction = _fraction(((template.get("metadata") or {}).get("annotations") or {}).get(GPU_FRACTION_ANNOTATION))
+    pool = _pool(pod.get("nodeSelector") or {}, pools or {})
     total = Decimal(0)
     for container in containers:
         if container.get("name") == CONTAINER_NAME or len(containers) == 1:
-            total += hourly(container.get("resources") or {}, prices)
+            total += hourly(container.get("resources") or {}, prices, gpu_fraction=fraction, pool=pool)
     return total * Decimal(int(replicas))
 
 
-def plan_cost(plan: Plan, prices: Prices | None) -> PlanCost | None:
+def _pool(selector: Mapping[str, str], pools: Mapping[str, NodePool]) -> str | None:
+    """The node pool a pod's nodeSelector picks: the one with the most labels, all of them in the selector."""
+    matches = [(len(p.node_selector), name) for name, p in pools.items()
+               if p.node_selector and all(selector.get(k) == v for k, v in p.node_selector.items())]
+    return max(matches)[1] if matches else None
+
+
+def _fraction(value: object) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
+
+
+def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] | None = None) -> PlanCost | None:
     """The cost section of `plan`, or None when the project sets no prices."""
     if prices is None:
         return None
@@ -78,13 +106,13 @@ def plan_cost(plan: Plan, prices: Prices | None) -> PlanCost | None:
         deployment = next((o for o in w.objects if o.id.kind == "Deployment"), None)
         live = deployment.live if deployment is not None else None
         desired = deployment.desired if deployment is not None else None
-        before = deployment_hourly(live, prices)
+        before = deployment_hourly(live, prices, pools)
         if w.action is Action.CONFLICT:
             after = before  # left alone: it keeps costing what it costs
         elif w.action is Action.DELETE:
             after = Decimal(0)
         else:
-            after = deployment_hourly(desired, prices)
+            after = deployment_hourly(desired, prices, pools)
         before_total += before
         after_total += after
         if w.action in (Action.CREATE, Action.UPDATE, Action.DELETE):
@@ -112,10 +140,11 @@ class RunningCost:
                 f"({HOURS_PER_MONTH} h) for {self.workspaces} {noun}")
 
 
-def running_cost(deployments: Iterable[Mapping[str, Any]], prices: Prices) -> RunningCost:
+def running_cost(deployments: Iterable[Mapping[str, Any]], prices: Prices,
+                 pools: Mapping[str, NodePool] | None = None) -> RunningCost:
     """The hourly cost of these (running) Deployments, as they are."""
     listed = list(deployments)
-    total = sum((deployment_hourly(d, prices) for d in listed), Decimal(0))
+    total = sum((deployment_hourly(d, prices, pools) for d in listed), Decimal(0))
     return RunningCost(prices.currency, total, len(listed))
 
 

@@ -658,6 +658,10 @@ class Prices(_Model):
     cpu: Price = Field(default=0, description="Per CPU per running hour.")
     memory_gib: Price = Field(default=0, alias="memoryGiB", description="Per GiB of memory per running hour.")
     gpu: Price = Field(default=0, description="Per GPU per running hour.")
+    gpu_by_pool: dict[Name, Price] = Field(
+        default={}, alias="gpuByPool",
+        description="Per GPU per running hour on a node pool of project.yaml's nodePools (else `gpu`).",
+    )
 
 
 class ProjectSpec(_Model):

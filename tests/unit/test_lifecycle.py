@@ -330,3 +330,28 @@ def test_a_token_without_the_permission_is_one_error_line_and_no_pull_request(
     (line,) = err.strip().splitlines()
     assert line.startswith("error: POST /repos/acme/workspaces/pulls: 403 Forbidden: the token lacks permission")
     assert gh.token not in err
+
+
+def test_gpus_are_priced_by_their_node_pool_and_a_run_ai_fraction_counts_as_written(example_repo: Path) -> None:
+    set_project(example_repo, scheduler="runai",
+                nodePools={"a100": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}}},
+                prices={"cpu": 0, "memoryGiB": 0, "gpu": 1.0, "gpuByPool": {"a100": 3.0}})
+    compute = example_repo / "blocks/compute/gpu-a100-1.yaml"
+    compute.write_text(compute.read_text().replace("  gpu: 1\n", "  gpu: 0.5\n  nodePool: a100\n"))
+    doc = yaml.safe_load((example_repo / "workspaces/jane-doe-vscode.yaml").read_text())
+    doc["spec"]["compute"] = "gpu-a100-1"
+    (example_repo / "workspaces/jane-doe-vscode.yaml").write_text(yaml.safe_dump(doc))
+    repo = load_repo(example_repo)
+    prices, pools = repo.project.spec.prices, repo.project.spec.node_pools
+    assert prices is not None
+    by_name = {w.name: w.objects[0] for w in render(repo)}
+    assert deployment_hourly(by_name["jane-doe-vscode"], prices, pools) == Decimal("1.5"), "half an A100 at 3.0"
+    assert deployment_hourly(by_name["jane-doe-vscode"], prices) == Decimal("0.5"), "no pool known: prices.gpu"
+
+
+def test_a_gpu_price_for_a_pool_the_project_does_not_have_is_refused(example_repo: Path) -> None:
+    set_project(example_repo, prices={"gpu": 2.5, "gpuByPool": {"h100": 4.0}})
+    with pytest.raises(ValidationFailed) as failed:
+        load_repo(example_repo)
+    assert [str(e) for e in failed.value.errors] == [
+        "project.yaml:18:7: prices.gpuByPool names 'h100', which is not one of spec.nodePools"]
