@@ -169,3 +169,4 @@ class StatusRow:
     age: str
     reason: str
     credential_hint_powershell: str = ""
+    last_active: str = ""  # ISO 8601 UTC, from the IDE; "" when unknown or not running

@@ -9,6 +9,7 @@ Results go to stdout, diagnostics to stderr. An internal error (a bug) is one li
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import gc
 import json
 import os
@@ -24,11 +25,14 @@ import click
 import yaml
 
 from reconciler import __version__
-from reconciler.errors import GitHubError, ReconcileError, ValidationFailed, one_line
+from reconciler.cost import plan_cost, running_cost
+from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed, one_line
+from reconciler.lifecycle import expiry_errors, expiry_warnings, human, iso, parse_iso
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import DesiredWorkspace, render
 from reconciler.report import (
+    escape_markdown,
     github_error_command,
     github_notice_command,
     plan_json,
@@ -242,11 +246,12 @@ def _reconcile(o: RunOptions) -> int:
         backend=backend,
     )
     plan, results, refused = result.plan, result.results, result.refused
+    extras = _plan_extras(repo, plan)
     if refused is not None and not o.dry_run:
         # The plan for the log and the job summary; the PR gets the failure and how to re-run.
-        _emit_plan(dataclasses.replace(o, comment=False), plan, results, repo.commit)
+        _emit_plan(dataclasses.replace(o, comment=False), plan, results, repo.commit, extras)
         raise refused
-    _emit_plan(o, plan, results, repo.commit)
+    _emit_plan(o, plan, results, repo.commit, extras)
     if refused is not None:
         click.echo(f"error: {one_line(str(refused))}", err=True)
     elif not results:
@@ -285,12 +290,24 @@ def _report_failure(reason: str) -> None:
         click.echo(f"warning: the failure was not posted: {one_line(str(e))}", err=True)
 
 
-def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None) -> None:
+def _plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
+    """The plan comment's cost section and expiry warnings (for the changed workspaces)."""
+    changed = [w.name for w in plan.workspaces if w.action.value in ("create", "update")]
+    today = dt.datetime.now(dt.UTC).date()
+    # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
+    prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
+    cost = plan_cost(plan, prices, repo.project.spec.node_pools)
+    return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}
+
+
+def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None,
+               extras: dict[str, Any] | None = None) -> None:
     markdown = None
+    extras = extras or {}
     if o.output == "json":
         click.echo(json.dumps(plan_json(plan, results or None), indent=2))
     elif o.output == "markdown":
-        markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit)
+        markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit, **extras)
         click.echo(markdown)
     else:
         click.echo(plan_text(plan, color=sys.stdout.isatty(), results=results or None), nl=False)
@@ -298,7 +315,7 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
         from reconciler.github import workflow_run_url
 
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
-                                 details_url=workflow_run_url())
+                                 details_url=workflow_run_url(), **extras)
         _summary(markdown)
     if o.comment:
         from reconciler.github import publish_report
@@ -355,15 +372,92 @@ def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | 
         raise click.UsageError("`reconcile status` reads Kubernetes only; with backend: runai use the Run:ai "
                                "dashboard or `runai workspace list -p <project>`")
     cluster = Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
-    rows = cluster.status(loaded.project.metadata.name, render(loaded))
+    desired = render(loaded)
+    rows = cluster.status(loaded.project.metadata.name, desired)
     if owner is not None:
         rows = [r for r in rows if r.owner == owner or (r.state == "orphaned" and r.name.startswith(f"{owner}-"))]
+    running = [w for w in desired if any(r.name == w.name and r.state in ("ready", "not ready") for r in rows)]
+    seen = cluster.activity(loaded.project.metadata.name, running)
+    last = {name: a.last_active for name, a in seen.items() if a.last_active is not None}
+    rows = [dataclasses.replace(r, last_active=iso(last[r.name])) if r.name in last else r for r in rows]
+    now = dt.datetime.now(dt.UTC)
+    shown = {name: f"{human(now - moment)} ago" for name, moment in last.items()}
+    prices = loaded.project.spec.prices
+    pools = loaded.project.spec.node_pools
+    total = running_cost((w.objects[0] for w in running), prices, pools) if prices is not None else None
+    cost = total.as_json() if total is not None else None
+    cost_line = total.line() if total is not None else None
     if output == "json":
-        click.echo(json.dumps(status_json(rows), indent=2))
+        click.echo(json.dumps(status_json(rows, cost), indent=2))
     elif output == "markdown":
         click.echo(status_markdown(rows))
     else:
-        click.echo(status_text(rows, color=sys.stdout.isatty()), nl=False)
+        click.echo(status_text(rows, color=sys.stdout.isatty(), last_active=shown, cost_line=cost_line), nl=False)
+    return EXIT_OK
+
+
+@main.command()
+@_REPO_OPTION
+@click.option("--output", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None)
+@click.option("--context", "kube_context", default=None)
+@click.option("--dry-run", is_flag=True, help="Decide and print; open, update or close no pull request.")
+@click.option("--base", default="main", show_default=True, help="The branch the pull requests target.")
+@click.option("--now", "now_text", default=None, metavar="TIME",
+              help="Decide as if it were TIME (ISO 8601, e.g. 2027-03-31T09:00:00Z): preview a later run.")
+def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str | None, dry_run: bool,
+              base: str, now_text: str | None) -> int:
+    """Open, update or close the pull requests that stop idle workspaces and tear down expired ones.
+
+    Reads activity from the cluster (read-only) and writes only to GitHub (GITHUB_TOKEN,
+    GITHUB_REPOSITORY, GITHUB_API_URL); never applies. Without GITHUB_TOKEN it is a dry run.
+    """
+    from reconciler.cluster import Cluster, ClusterOptions
+    from reconciler.github_api import GitHubContext
+    from reconciler.proposals import LifecycleOptions, run_lifecycle
+
+    now = dt.datetime.now(dt.UTC)
+    if now_text is not None:
+        parsed = parse_iso(now_text)
+        if parsed is None:
+            raise click.UsageError(f"--now {now_text!r} is not an ISO 8601 time such as 2027-03-31T09:00:00Z")
+        now = parsed
+    loaded = load_repo(repo)
+    desired = render(loaded)
+    needs_activity = loaded.project.spec.idle is not None and loaded.project.spec.backend == "kubernetes"
+    source = (Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
+              if needs_activity else None)
+    ctx = None
+    if os.environ.get("GITHUB_TOKEN", "").strip():
+        ctx = GitHubContext.from_env()
+    elif not dry_run:
+        click.echo("notice: GITHUB_TOKEN is not set: a dry run (no pull request is opened)", err=True)
+    result = run_lifecycle(loaded, desired, source, ctx, LifecycleOptions(now=now, dry_run=dry_run, base=base))
+    plan = result.plan
+    if output == "json":
+        click.echo(json.dumps({
+            "now": iso(now),
+            "activity": {n: {"lastActive": iso(a.last_active) if a.last_active else None, "source": a.source,
+                             "error": a.error or None} for n, a in sorted(result.activity.items())},
+            "pullRequests": [{"kind": p.kind, "owner": p.owner, "action": p.action, "workspaces": p.workspaces,
+                              "number": p.pull.number if p.pull else None,
+                              "url": result.urls.get((p.kind, p.owner)) or (p.pull.url if p.pull else None)}
+                             for p in plan.proposals],
+            "warnings": plan.warnings, "remembered": plan.remembered, "unknown": plan.unknown,
+        }, indent=2))
+    else:
+        for line in result.done:
+            click.echo(line)
+        if not result.done:
+            click.echo("no lifecycle pull request to open, update or close")
+        for line in plan.warnings:
+            click.echo(f"warning: {line}", err=True)
+        for line in plan.remembered + plan.unknown:
+            click.echo(f"notice: {line}", err=True)
+    summary = ["### reconcile lifecycle", ""] + [f"- {escape_markdown(x)}" for x in result.done or ["nothing to do"]]
+    summary += [f"- warning: {escape_markdown(x)}" for x in plan.warnings]
+    summary += [f"- {escape_markdown(x)}" for x in plan.remembered + plan.unknown]
+    _summary("\n".join(summary) + "\n")
     return EXIT_OK
 
 
@@ -388,9 +482,9 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
     try:
         loaded = load_repo(repo)
     except ValidationFailed as exc:
-        errors = exc.errors
+        errors, load_failed = exc.errors, True
     else:
-        errors = []
+        errors, load_failed = [], False
     notices: list[str] = []
     if actor:
         from reconciler.github import team_membership
@@ -401,6 +495,8 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
             raise click.UsageError("--actor needs --base REV (or a pull_request event / GITHUB_BASE_REF)")
         review = review_ownership(repo, actor, base, is_member=team_membership())
         errors, notices = sorted(errors + review.errors), review.notices
+    if not load_failed:
+        errors = sorted(errors + _expiry_errors(loaded, repo, base))
     if output_format == "json":
         click.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     elif output_format == "github":
@@ -421,6 +517,16 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
         return EXIT_ERROR
     click.echo(f"ok: {_count(len(loaded.workspaces), 'workspace')}, {_count(loaded.block_count, 'block')}", err=True)
     return EXIT_OK
+
+
+def _expiry_errors(loaded: Repo, repo: Path, base: str | None) -> list[ConfigError]:
+    """Expiry dates refused: a past date on a workspace file that is new since `base`; beyond expiry.maxDays."""
+    new: set[str] = set()
+    if base:
+        from reconciler.policy import added_files
+
+        new = added_files(repo, base)
+    return expiry_errors(loaded, dt.datetime.now(dt.UTC).date(), new)
 
 
 @main.command("render")

@@ -36,9 +36,18 @@ from reconciler.errors import ClusterError, LockError
 from reconciler.extensions import extension_notes
 from reconciler.lease import ApplyOptions as ApplyOptions
 from reconciler.lease import Lease as Lease
+from reconciler.lifecycle import Activity
 from reconciler.plan import Action, LiveState, ObjectId, Plan, StatusRow, WorkspaceResult, is_ours
-from reconciler.readiness import deployment_ready, status_rows, unready_names, why_not_ready
-from reconciler.render import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, DesiredWorkspace, managed_selector
+from reconciler.readiness import deployment_ready, parse_time, status_rows, unready_names, why_not_ready
+from reconciler.render import (
+    CONTAINER_NAME,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    PORT_NAME,
+    DesiredWorkspace,
+    managed_selector,
+)
 
 FIELD_MANAGER = MANAGED_BY
 APPLY_ORDER = ("Deployment", "Service", "Ingress")
@@ -366,6 +375,75 @@ class Cluster:
         return [dataclasses.replace(r, reason="; ".join(filter(None, (r.reason, notes.get(r.name, "")))))
                 for r in rows]
 
+    # --- activity ----------------------------------------------------------------------------
+    def activity(self, project: str, desired: list[DesiredWorkspace]) -> dict[str, Activity]:
+        """The last user activity of each running workspace, asked of its IDE through the Service.
+
+        GET through the API server's service proxy (RBAC: `get` on `services/proxy`), to the
+        endpoint each IDE serves without the user's credentials: code-server's `/healthz`
+        (`lastHeartbeat`, beaten by every request and every open connection, not by /healthz
+        itself) and JupyterLab's `/metrics` (`jupyter_server_last_activity_timestamp_seconds`,
+        unauthenticated because the render sets `--ServerApp.authenticate_prometheus=False`). A
+        server that has not been used since it started reports its start (from the pod)."""
+        deps = {d["metadata"]["name"]: d for d in self._list(
+            f"/apis/apps/v1/namespaces/{self.namespace}/deployments", f"list deployments in {self.namespace}",
+            self._managed_selector(project))}
+        running = [w for w in desired if w.state == "running" and w.name in deps
+                   and ((deps[w.name].get("status") or {}).get("readyReplicas") or 0) > 0]
+        if not running:
+            return {}
+        started = self._started(project)
+        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+            found = list(pool.map(lambda w: self._activity(w, started.get(w.name)), running))
+        return {a.name: a for a in found}
+
+    def _started(self, project: str) -> dict[str, dt.datetime]:
+        """When each workspace's running server container started (its newest pod)."""
+        out: dict[str, dt.datetime] = {}
+        try:
+            pods = self._pods(project)
+        except ClusterError as e:
+            if e.status != 403:
+                raise
+            return out  # an identity that may not list pods: the IDE's own answer only
+        for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")):
+            name = pod["metadata"].get("labels", {}).get(LABEL_INSTANCE)
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                at = ((cs.get("state") or {}).get("running") or {}).get("startedAt")
+                if name and cs.get("name") == CONTAINER_NAME and at:
+                    out[name] = parse_time(at)
+        return out
+
+    def _activity(self, w: DesiredWorkspace, started: dt.datetime | None) -> Activity:
+        path = "healthz" if w.tool == "vscode" else "metrics"
+        source = f"{'code-server' if w.tool == 'vscode' else 'jupyter_server'} /{path}"
+        try:
+            raw = self.proxy_get(w.name, PORT_NAME, path)
+            last = (_code_server_heartbeat(raw) if w.tool == "vscode" else _jupyter_last_activity(raw))
+        except ClusterError as e:
+            return Activity(w.name, None, source, _short(e))
+        except ValueError as e:
+            return Activity(w.name, None, source, f"unexpected answer from {source}: {e}")
+        if last is None or (started is not None and last < started):
+            last = started  # not used since it started: idle since then
+        return Activity(w.name, last, source, "" if last is not None else "no activity and no start time")
+
+    def proxy_get(self, service: str, port: str, path: str) -> bytes:
+        """GET `path` of a Service's port through the API server's service proxy; the body as bytes."""
+        what = f"Service/{self.namespace}/{service} GET /{path}"
+        url_path = f"/api/v1/namespaces/{self.namespace}/services/{service}:{port}/proxy/{path}"
+        self.requests += 1
+        try:
+            verb, url, headers, payload, _ = self._api.param_serialize(
+                "GET", url_path, header_params={"Accept": "*/*"}, auth_settings=["BearerToken"])
+            r = self._api.call_api(verb, url, header_params=headers, body=payload, _request_timeout=self._timeout)
+            raw: bytes = r.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError, ApiException) as e:
+            raise ClusterError(f"{what}: cannot reach the API server at {self._host}: {_short(e)}") from None
+        if not 200 <= r.status < 300:
+            raise _api_error(r.status, raw, what)
+        return raw
+
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -542,3 +620,22 @@ def _api_error(status: int, raw: bytes, what: str) -> ClusterError:
     reason = {401: "unauthorized (check the kubeconfig's credentials)",
               403: "forbidden", 404: "not found", 409: "conflict", 422: "invalid"}.get(status, "failed")
     return ClusterError(f"{what}: {reason} ({status}): {msg}".rstrip(": "), status)
+
+
+def _code_server_heartbeat(raw: bytes) -> dt.datetime | None:
+    """code-server's `/healthz`: `{"status": "alive", "lastHeartbeat": <ms since the epoch, 0: never>}`."""
+    data = json.loads(raw)
+    beat = data.get("lastHeartbeat") if isinstance(data, dict) else None
+    if not isinstance(beat, int | float) or isinstance(beat, bool):
+        raise ValueError("no lastHeartbeat")
+    return dt.datetime.fromtimestamp(beat / 1000, dt.UTC) if beat > 0 else None
+
+
+def _jupyter_last_activity(raw: bytes) -> dt.datetime | None:
+    """jupyter_server's `/metrics` (Prometheus text): `jupyter_server_last_activity_timestamp_seconds <s>`."""
+    for line in raw.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "jupyter_server_last_activity_timestamp_seconds":
+            seconds = float(value.strip())
+            return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds > 0 else None
+    raise ValueError("no jupyter_server_last_activity_timestamp_seconds")

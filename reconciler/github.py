@@ -26,6 +26,7 @@ author is the token's own identity, so nobody can plant the marker in a comment 
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -243,6 +244,100 @@ def team_membership(env: Mapping[str, str] | None = None) -> Callable[[str, str]
         return isinstance(answer, dict) and answer.get("state") == "active"
 
     return is_member
+
+
+# --------------------------------------------------------------------------------------------
+# Branches, files and pull requests (`reconcile lifecycle`: contents and pull-requests write)
+
+
+def list_pulls(ctx: GitHubContext, *, state: str = "all", base: str | None = None) -> list[dict[str, Any]]:
+    """Every pull request of the repository in ``state`` (open, closed, all), newest first."""
+    query = f"?state={_path(state)}" + (f"&base={_path(base)}" if base else "")
+    return list(paginate(ctx, f"/repos/{ctx.repository}/pulls{query}"))
+
+
+def own_author(ctx: GitHubContext) -> Callable[[dict[str, Any]], bool]:
+    """Whether a pull request or comment was written by the token's own identity (see the module doc)."""
+    return _own_author_rule(ctx)
+
+
+def branch_head(ctx: GitHubContext, branch: str) -> str | None:
+    """The commit SHA ``branch`` points at, or None when there is no such branch."""
+    try:
+        ref = request(ctx, "GET", f"/repos/{ctx.repository}/git/ref/heads/{_path(branch)}").json
+    except NotFound:
+        return None
+    sha = (ref.get("object") or {}).get("sha") if isinstance(ref, dict) else None
+    if not isinstance(sha, str):
+        raise GitHubError(f"GET git/ref/heads/{branch}: the answer carries no commit SHA")
+    return sha
+
+
+def set_branch(ctx: GitHubContext, branch: str, sha: str) -> None:
+    """Point ``branch`` at ``sha``: created when missing, else moved there (forced: it is ours alone)."""
+    if branch_head(ctx, branch) is None:
+        request(ctx, "POST", f"/repos/{ctx.repository}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha})
+    else:
+        request(ctx, "PATCH", f"/repos/{ctx.repository}/git/refs/heads/{_path(branch)}",
+                 body={"sha": sha, "force": True})
+
+
+def read_file(ctx: GitHubContext, path: str, ref: str) -> tuple[str, str] | None:
+    """``(blob SHA, text)`` of ``path`` at ``ref``, or None when it does not exist there."""
+    try:
+        answer = request(ctx, "GET", f"/repos/{ctx.repository}/contents/{_path(path)}", query={"ref": ref}).json
+    except NotFound:
+        return None
+    if not isinstance(answer, dict) or answer.get("type", "file") != "file" or not isinstance(answer.get("sha"), str):
+        raise GitHubError(f"GET contents/{path}: not a file")
+    try:
+        text = base64.b64decode(str(answer.get("content", ""))).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise GitHubError(f"GET contents/{path}: the content is not UTF-8 text") from None
+    return answer["sha"], text
+
+
+def write_file(ctx: GitHubContext, branch: str, path: str, text: str | None, message: str, blob_sha: str) -> None:
+    """One commit on ``branch``: ``path`` (whose current blob is ``blob_sha``) gets ``text``, or is deleted (None)."""
+    where = f"/repos/{ctx.repository}/contents/{_path(path)}"
+    if text is None:
+        request(ctx, "DELETE", where, body={"message": message, "sha": blob_sha, "branch": branch})
+        return
+    content = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    request(ctx, "PUT", where, body={"message": message, "content": content, "sha": blob_sha, "branch": branch})
+
+
+def open_pull(ctx: GitHubContext, *, head: str, base: str, title: str, body: str) -> dict[str, Any]:
+    """Open a pull request from ``head`` into ``base``; the new pull request."""
+    refuse_secrets(ctx, body, ())
+    answer = request(ctx, "POST", f"/repos/{ctx.repository}/pulls",
+                      body={"title": title, "head": head, "base": base, "body": body})
+    if not isinstance(answer.json, dict) or not isinstance(answer.json.get("number"), int):
+        raise GitHubError("POST pulls: the answer carries no pull request number")
+    return dict(answer.json)
+
+
+def edit_pull(ctx: GitHubContext, number: int, *, title: str | None = None, body: str | None = None,
+              state: str | None = None) -> None:
+    """Change a pull request's title, body or state (``closed`` closes it without merging)."""
+    fields = {k: v for k, v in (("title", title), ("body", body), ("state", state)) if v is not None}
+    if body is not None:
+        refuse_secrets(ctx, body, ())
+    request(ctx, "PATCH", f"/repos/{ctx.repository}/pulls/{number}", body=fields)
+
+
+def comment(ctx: GitHubContext, number: int, body: str) -> str:
+    """A new comment on issue or pull request ``number``; its URL."""
+    refuse_secrets(ctx, body, ())
+    path = f"/repos/{ctx.repository}/issues/{number}/comments"
+    return _html_url(request(ctx, "POST", path, body={"body": body}).json, f"POST {path}")
+
+
+def _path(text: str) -> str:
+    """A branch name or file path as it goes into a URL: plain characters only, so nothing needs quoting."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", text) or ".." in text.split("/"):
+        raise GitHubError(f"{text!r} is not a plain branch name or file path")
+    return text
 
 
 def fit_comment(body: str, *, marker: str, run_url: str | None = None, limit: int = MAX_COMMENT_CHARS) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
@@ -193,6 +194,21 @@ def _quantity(value: object) -> str:
     return text
 
 
+DURATION = r"^[1-9][0-9]{0,5}(s|m|h|d)$"
+_DURATION_RE = re.compile(DURATION)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: object) -> str:
+    text = _string(value)
+    if not _DURATION_RE.fullmatch(text):
+        raise PydanticCustomError(
+            "duration", "{value} is not a duration: a whole number and a unit, e.g. \"8h\", \"30m\", \"2d\"",
+            {"value": quote(text)},
+        )
+    return text
+
+
 EXTENSION_ID = r"^[A-Za-z0-9][A-Za-z0-9-]*\.[A-Za-z0-9][A-Za-z0-9-]*$"
 """A VS Code extension ID: `publisher.name`."""
 VSIX_PATH = r"^/[^\s\"'`$\\;&|<>(){}*?!#]*\.vsix$"
@@ -228,6 +244,25 @@ def _extension(value: object) -> str:
             {"value": quote(text)},
         )
     return text
+
+
+def duration_seconds(text: str) -> int:
+    """The length of a (validated) duration: `"8h"` -> 28800."""
+    return int(text[:-1]) * _DURATION_UNITS[text[-1]]
+
+
+def _date(value: object) -> dt.date:
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    text = _string(value)
+    try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise PydanticCustomError(
+            "date", "{value} is not a date: write it as YYYY-MM-DD, e.g. 2027-03-31", {"value": quote(text)}
+        ) from None
 
 
 def _https_url(value: object) -> str:
@@ -310,6 +345,11 @@ Quantity = Annotated[
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY}, {"type": "number", "minimum": 0}]}),
 ]
 """A non-negative Kubernetes quantity ("4", "500m", "16Gi"), kept as the text written."""
+Duration = Annotated[str, PlainValidator(_duration), _schema(DURATION, 8)]
+"""A whole number of seconds, minutes, hours or days: "90s", "30m", "8h", "2d"."""
+Date = Annotated[dt.date, PlainValidator(_date), WithJsonSchema({"type": "string", "format": "date"})]
+"""A calendar date, YYYY-MM-DD."""
+Price = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
 Extension = Annotated[
     str,
     PlainValidator(_extension),
@@ -365,6 +405,10 @@ class WorkspaceSpec(_Model):
     )
     state: Literal["running", "stopped"] = Field(
         default="running", description="stopped: scaled to zero, nothing deleted."
+    )
+    expires: Date | None = Field(
+        default=None,
+        description="YYYY-MM-DD: from this day on, `reconcile lifecycle` proposes its teardown (the PVC is kept).",
     )
 
 
@@ -576,6 +620,50 @@ class RunaiSpec(_Model):
     project: Annotated[str, Field(min_length=1, max_length=253)] = Field(description="The Run:ai project's name.")
 
 
+class IdlePolicy(_Model):
+    """When `reconcile lifecycle` proposes to stop a running workspace nobody uses."""
+
+    stop_after: Duration = Field(
+        alias="stopAfter", description="Idle this long (no activity in the IDE): a pull request stops it."
+    )
+    warn_after: Duration | None = Field(
+        default=None, alias="warnAfter", description="Idle this long: the lifecycle run lists it as about to stop."
+    )
+
+    @model_validator(mode="after")
+    def _warn_before_stop(self) -> IdlePolicy:
+        if self.warn_after is not None and duration_seconds(self.warn_after) >= duration_seconds(self.stop_after):
+            raise PydanticCustomError(
+                "idle_warn", "warnAfter ({warn}) must be shorter than stopAfter ({stop})",
+                {"warn": self.warn_after, "stop": self.stop_after},
+            )
+        return self
+
+
+class ExpiryPolicy(_Model):
+    """How workspace expiry dates (`spec.expires`) are checked and announced."""
+
+    warn_days: Annotated[int, Field(ge=0, le=3650)] = Field(
+        default=7, alias="warnDays", description="The plan comment warns this many days before a workspace expires."
+    )
+    max_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        default=None, alias="maxDays", description="A new or changed expiry date may be at most this many days ahead."
+    )
+
+
+class Prices(_Model):
+    """What one running hour costs, per resource: the plan comment shows each workspace's cost."""
+
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = Field(default="USD", description="ISO 4217 code.")
+    cpu: Price = Field(default=0, description="Per CPU per running hour.")
+    memory_gib: Price = Field(default=0, alias="memoryGiB", description="Per GiB of memory per running hour.")
+    gpu: Price = Field(default=0, description="Per GPU per running hour.")
+    gpu_by_pool: dict[Name, Price] = Field(
+        default={}, alias="gpuByPool",
+        description="Per GPU per running hour on a node pool of project.yaml's nodePools (else `gpu`).",
+    )
+
+
 class ProjectSpec(_Model):
     """Where workspaces go and the rules they follow."""
 
@@ -605,6 +693,9 @@ class ProjectSpec(_Model):
     extensions_gallery: ExtensionsGallery | None = Field(
         default=None, alias="extensionsGallery", description="Where VS Code extensions come from (default: Open VSX)."
     )
+    idle: IdlePolicy | None = Field(default=None, description="Off when unset: idle workspaces are never stopped.")
+    expiry: ExpiryPolicy = Field(default=ExpiryPolicy(), description="Expiry warnings and the longest expiry.")
+    prices: Prices | None = Field(default=None, description="Hourly prices; unset: no cost in the plan.")
 
 
 class Project(_File):

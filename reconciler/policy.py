@@ -247,6 +247,22 @@ def default_base(env: Mapping[str, str] | None = None) -> str | None:
     return f"origin/{base_ref}" if base_ref else None
 
 
+def added_files(repo_root: Path, base: str, head: str = "HEAD") -> set[str]:
+    """The files (relative to the config repo) that ``head`` adds since its merge-base with ``base``."""
+    repo, prefix = _open(repo_root)
+    base_commit = _commit(repo, base, "base")
+    head_commit = _commit(repo, head, "head")
+    merge_bases = repo.merge_base(base_commit, head_commit)
+    since = merge_bases[0] if merge_bases else base_commit
+    added = set()
+    for change in since.diff(head_commit):
+        if change.change_type in ("A", "C") or (change.change_type == "R" and change.a_path != change.b_path):
+            path = _relative(change.b_path, prefix)
+            if path is not None:
+                added.add(path)
+    return added
+
+
 # --------------------------------------------------------------------------------------------
 
 

@@ -24,6 +24,9 @@ INIT_CONTAINER_NAME = "init-workdir"
 PORT_NAME = "http"
 RUN_AS_USER = 1000
 WORKDIR_PLACEHOLDER = "{workdir}"
+JUPYTER_ACTIVITY_ARG = "--ServerApp.authenticate_prometheus=False"
+"""Lets `reconcile lifecycle` read JupyterLab's last activity (`/metrics`) without the token; every
+other endpoint (/lab, /api/...) still needs it. The metrics hold counters and timestamps, no secret."""
 INIT_RESOURCES = {"cpu": "100m", "memory": "64Mi"}
 """requests = limits of the container that creates the working directory."""
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -197,6 +200,8 @@ def _args(environment: Environment, directory: str | None) -> list[str]:
         # The seed's warning: JupyterLab only sees the PVC when its root dir is there.
         # NotebookApp is the pre-jupyter_server name; each server ignores the other's flag.
         args += [f"--ServerApp.root_dir={directory}", f"--NotebookApp.notebook_dir={directory}"]
+    if environment.spec.tool == "jupyterlab":
+        args += [JUPYTER_ACTIVITY_ARG]
     return args
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+from reconciler.cost import PlanCost, money, monthly
 from reconciler.errors import ConfigError
 from reconciler.plan import (
     Action,
@@ -359,6 +360,8 @@ def plan_markdown(
     results: Results | None = None,
     commit: str | None = None,
     details_url: str | None = None,
+    cost: PlanCost | None = None,
+    expiring: Sequence[str] = (),
 ) -> str:
     """The plan (or an apply's outcome) as a pull-request comment, with its hidden marker first."""
     results = results or {}
@@ -410,6 +413,12 @@ def plan_markdown(
         out += ["#### Warnings", ""]
         out += [f"- {_cell(w)}" for w in plan.warnings]
         out.append("")
+    if expiring:
+        out += ["#### Expiry", ""]
+        out += [f"- {_cell(w)}" for w in expiring]
+        out.append("")
+    if cost is not None:
+        out += cost_markdown(cost)
 
     for w in changed:
         out += _workspace_markdown(w, dry_run, results.get(w.name))
@@ -426,6 +435,30 @@ def plan_markdown(
             "",
         ]
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def cost_markdown(cost: PlanCost) -> list[str]:
+    """The plan comment's cost section: each changed workspace per running hour and per month, the totals."""
+    c = cost.currency
+
+    def both(amount: Any) -> str:
+        return f"{money(amount, c)}/h, {money(monthly(amount), c)}/month"
+
+    out = ["#### Cost", ""]
+    if cost.workspaces:
+        out += ["| Workspace | Change | Before | After (per running hour) | After (per month, 730 h) |",
+                "|---|---|---|---|---|"]
+        for w in cost.workspaces:
+            state = w.state if w.action is not Action.DELETE else "deleted"
+            out.append(f"| {_code(w.name)} | {w.action.value} ({state}) | {money(w.before, c)}/h "
+                       f"| {money(w.after, c)}/h | {money(monthly(w.after), c)} |")
+        out.append("")
+    delta = cost.total_after - cost.total_before
+    sign = "+" if delta > 0 else ("-" if delta < 0 else "±")
+    out += [f"**Project total:** {both(cost.total_before)} before; {both(cost.total_after)} after "
+            f"({sign}{money(abs(delta), c)}/h, {sign}{money(abs(monthly(delta)), c)}/month). "
+            "Running workspaces only: a stopped one costs nothing here.", ""]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +480,7 @@ def _status_summary_line(rows: Sequence[StatusRow]) -> str:
     )
 
 
-def status_json(rows: Sequence[StatusRow]) -> dict[str, Any]:
+def status_json(rows: Sequence[StatusRow], cost: dict[str, Any] | None = None) -> dict[str, Any]:
     """``reconcile status --output json``: each workspace's state, URL and hint; counts per state."""
     return {
         "summary": _status_summary(rows),
@@ -461,16 +494,23 @@ def status_json(rows: Sequence[StatusRow]) -> dict[str, Any]:
                 "age": r.age,
                 "reason": r.reason,
                 "credentialHintPowerShell": r.credential_hint_powershell,
+                "lastActive": r.last_active or None,
             }
             for r in rows
         ],
+        **({"cost": cost} if cost is not None else {}),
     }
 
 
-def status_text(rows: Sequence[StatusRow], color: bool) -> str:
-    """A table for a terminal; each workspace's credential command or reason on the line below it."""
+def status_text(rows: Sequence[StatusRow], color: bool, last_active: Mapping[str, str] | None = None,
+                cost_line: str | None = None) -> str:
+    """A table for a terminal; each workspace's credential command or reason on the line below it.
+
+    `last_active`: the LAST ACTIVE column as shown (e.g. "5m ago"), by name; `cost_line`: the totals."""
     columns = [("NAME", [r.name for r in rows]), ("OWNER", [r.owner or "-" for r in rows])]
     columns += [("STATE", [r.state for r in rows]), ("AGE", [r.age or "-" for r in rows])]
+    if last_active is not None:
+        columns.append(("LAST ACTIVE", [last_active.get(r.name) or "-" for r in rows]))
     widths = [max([len(title), *(len(v) for v in values)]) for title, values in columns]
 
     def cells(values: Sequence[str], styles: Sequence[str]) -> Line:
@@ -479,10 +519,11 @@ def status_text(rows: Sequence[StatusRow], color: bool) -> str:
             line += [(value, style), (" " * (width - len(value) + 2), "")]
         return line
 
-    lines: list[Line] = [cells([t for t, _ in columns], ["bold"] * 4) + [("URL", "bold")]]
+    lines: list[Line] = [cells([t for t, _ in columns], ["bold"] * len(columns)) + [("URL", "bold")]]
     for i, r in enumerate(rows):
+        styles = ["bold", "", _STATE_STYLE.get(r.state, ""), "dim", "dim"][: len(columns)]
         lines.append(
-            cells([values[i] for _, values in columns], ["bold", "", _STATE_STYLE.get(r.state, ""), "dim"])
+            cells([values[i] for _, values in columns], styles)
             + [(r.url or "-", "cyan" if r.url else "")]
         )
         if r.reason:
@@ -492,6 +533,8 @@ def status_text(rows: Sequence[StatusRow], color: bool) -> str:
             if r.credential_hint_powershell:
                 lines.append([("  (PowerShell): ", "dim"), (r.credential_hint_powershell, "")])
     lines += [[], [(_status_summary_line(rows), "bold")]]
+    if cost_line:
+        lines.append([(cost_line, "")])
     return _to_string(lines, color)
 
 

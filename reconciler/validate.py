@@ -326,6 +326,11 @@ class _RepoReader:
 
     def _check_compute_placement(self, project: Project) -> None:
         """A GPU fraction needs the Run:ai scheduler; a node pool must be one project.yaml names."""
+        for priced in sorted(project.spec.prices.gpu_by_pool if project.spec.prices else {}):
+            if priced not in project.spec.node_pools:
+                self.errors.append(self.loaded["Project"].docs[""].error(
+                    ("spec", "prices", "gpuByPool", priced),
+                    f"prices.gpuByPool names {priced!r}, which is not one of spec.nodePools"))
         for name, compute in _typed(self.loaded["ComputeResource"].models, ComputeResource).items():
             doc = self.loaded["ComputeResource"].docs[name]
             gpu = compute.spec.gpu

@@ -19,6 +19,14 @@ Served: ``GET /user`` (403 when ``user_login`` is None, like an App installation
 ``PATCH /repos/{o}/{r}/issues/comments/{id}``. A wrong token answers 401, an unknown
 repository or PR 404, anything else 404 too.
 
+With ``git_dir`` set to a Git working tree (the test's "GitHub" repository, e.g.
+``tests.e2e.workflow_runner.GitHubRepo.path``), branches, files and pull requests work on it as
+GitHub's would: ``GET git/ref/heads/{b}``, ``POST git/refs``, ``PATCH git/refs/heads/{b}``,
+``GET|PUT|DELETE contents/{path}`` (each write one commit on its branch, with the blob SHA
+checked), ``GET|POST pulls`` and ``PATCH pulls/{n}``. Branches are written with Git's plumbing
+and a private index, so the working tree (main) is untouched; :meth:`FakeGitHub.merge_pull` and
+:meth:`FakeGitHub.close_pull` are what a person does on the website.
+
 Use it from a test module with::
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ on the path
@@ -27,8 +35,12 @@ Use it from a test module with::
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
+import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -84,6 +96,8 @@ class FakeGitHub:
     commit_pulls_empty_first: int = 0
     """``commits/{sha}/pulls`` answers ``[]`` for this many calls first (GitHub right after a merge)."""
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    git_dir: Path | None = None
+    """A Git working tree whose branches the refs, contents and pulls endpoints work on."""
     requests: list[Recorded] = field(default_factory=list)
     _injections: list[_Injection] = field(default_factory=list)
     _next_id: int = 1000
@@ -236,6 +250,163 @@ class FakeGitHub:
             env["GITHUB_STEP_SUMMARY"] = str(summary)
         return env
 
+    def merge_pull(self, number: int) -> str:
+        """A person presses "Merge": a merge commit of the PR's head on its base; the new base SHA."""
+        with self._lock:
+            pull = self.pulls[number]
+            base, head = pull["base"]["ref"], pull["head"]["ref"]
+            self._git("checkout", "--quiet", base)
+            self._git("merge", "--quiet", "--no-ff", "-m", f"Merge pull request #{number} from {head}", head)
+            sha = self._git("rev-parse", base)
+            pull.update(state="closed", merged_at="2024-01-02T00:00:00Z", merge_commit_sha=sha)
+            self.commit_pulls[sha] = [number]
+            return sha
+
+    def close_pull(self, number: int) -> None:
+        """A person presses "Close pull request" (not merged)."""
+        with self._lock:
+            self.pulls[number]["state"] = "closed"
+
+    def lifecycle_pulls(self) -> list[dict[str, Any]]:
+        """The pull requests opened through the API (``POST pulls``), oldest first."""
+        with self._lock:
+            return [p for _, p in sorted(self.pulls.items()) if "title" in p]
+
+    def file_at(self, ref: str, path: str) -> str | None:
+        """The text of ``path`` at ``ref`` in ``git_dir``, or None."""
+        try:
+            return self._git("show", f"{ref}:{path}", strip=False)
+        except AssertionError:
+            return None
+
+    # ----------------------------------------------------------------------------------------
+    # the Git side (branches and files)
+
+    def _git(self, *args: str, index: str | None = None, stdin: bytes | None = None, strip: bool = True) -> str:
+        assert self.git_dir is not None, "FakeGitHub(git_dir=...) is needed for branches and files"
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.git_dir), "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_AUTHOR_NAME": "workspace-bot", "GIT_AUTHOR_EMAIL": "bot@example.com",
+               "GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com"}
+        if index is not None:
+            env["GIT_INDEX_FILE"] = index
+        p = subprocess.run(["git", *args], cwd=self.git_dir, input=stdin, capture_output=True, env=env, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)}: {p.stderr.decode(errors='replace')}")
+        out = p.stdout.decode("utf-8")
+        return out.strip() if strip else out
+
+    def _head(self, branch: str) -> str | None:
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+        except AssertionError:
+            return None
+
+    def _blob(self, ref: str, path: str) -> str | None:
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", f"{ref}:{path}")
+        except AssertionError:
+            return None
+
+    def _commit_file(self, branch: str, path: str, data: bytes | None, message: str) -> str:
+        parent = self._head(branch)
+        assert parent is not None
+        fd, index = tempfile.mkstemp(prefix="fakegithub-index-")
+        os.close(fd)
+        os.unlink(index)
+        try:
+            self._git("read-tree", parent, index=index)
+            if data is None:
+                self._git("update-index", "--force-remove", path, index=index)
+            else:
+                blob = self._git("hash-object", "-w", "--stdin", stdin=data)
+                self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", index=index)
+            tree = self._git("write-tree", index=index)
+        finally:
+            if os.path.exists(index):
+                os.unlink(index)
+        commit = self._git("commit-tree", tree, "-p", parent, "-m", message)
+        self._git("update-ref", f"refs/heads/{branch}", commit, parent)
+        return commit
+
+    def _git_api(self, method: str, rest: str, query: dict[str, list[str]], body: Any
+                 ) -> tuple[int, Any, dict[str, str]] | None:
+        """The refs, contents and pulls endpoints; None when ``rest`` is none of them."""
+        body = body if isinstance(body, dict) else {}
+        if method == "GET" and (m := re.fullmatch(r"git/ref/heads/(.+)", rest)):
+            sha = self._head(m.group(1))
+            if sha is None:
+                return 404, {"message": "Not Found"}, {}
+            return 200, {"ref": f"refs/heads/{m.group(1)}", "object": {"sha": sha, "type": "commit"}}, {}
+        if method == "POST" and rest == "git/refs":
+            ref, sha = str(body.get("ref", "")), str(body.get("sha", ""))
+            if not ref.startswith("refs/heads/") or self._head(ref[11:]) is not None:
+                return 422, {"message": "Reference already exists"}, {}
+            self._git("update-ref", ref, sha)
+            return 201, {"ref": ref, "object": {"sha": sha}}, {}
+        if method == "PATCH" and (m := re.fullmatch(r"git/refs/heads/(.+)", rest)):
+            current = self._head(m.group(1))
+            if current is None:
+                return 422, {"message": "Reference does not exist"}, {}
+            sha = str(body.get("sha", ""))
+            if not body.get("force") and self._git("merge-base", current, sha) != current:
+                return 422, {"message": "Update is not a fast forward"}, {}
+            self._git("update-ref", f"refs/heads/{m.group(1)}", sha)
+            return 200, {"ref": f"refs/heads/{m.group(1)}", "object": {"sha": sha}}, {}
+        if m := re.fullmatch(r"contents/(.+)", rest):
+            path = urllib.parse.unquote(m.group(1))
+            if method == "GET":
+                ref = query.get("ref", ["main"])[0]
+                blob = self._blob(ref, path)
+                if blob is None:
+                    return 404, {"message": "Not Found"}, {}
+                text = self._git("cat-file", "blob", blob, strip=False)
+                return 200, {"type": "file", "path": path, "sha": blob, "encoding": "base64",
+                             "content": base64.b64encode(text.encode()).decode()}, {}
+            branch = str(body.get("branch", "main"))
+            if self._head(branch) is None:
+                return 404, {"message": "Branch not found"}, {}
+            blob = self._blob(branch, path)
+            if blob is not None and body.get("sha") != blob:
+                return 409, {"message": f"{path} does not match {body.get('sha')}"}, {}
+            if method == "PUT":
+                data = base64.b64decode(str(body.get("content", "")))
+                commit = self._commit_file(branch, path, data, str(body.get("message", "update")))
+                return (200 if blob else 201), {"commit": {"sha": commit}, "content": {"path": path}}, {}
+            if method == "DELETE":
+                if blob is None:
+                    return 404, {"message": "Not Found"}, {}
+                commit = self._commit_file(branch, path, None, str(body.get("message", "delete")))
+                return 200, {"commit": {"sha": commit}, "content": None}, {}
+        if rest == "pulls" and method == "GET":
+            state = query.get("state", ["open"])[0]
+            base = query.get("base", [None])[0]
+            items = [p for _, p in sorted(self.pulls.items(), reverse=True)
+                     if (state == "all" or p["state"] == state)
+                     and (base is None or p.get("base", {}).get("ref") == base)]
+            return self._page("/repos/" + self.repository + "/pulls", query, items)
+        if rest == "pulls" and method == "POST":
+            head, base = str(body.get("head", "")), str(body.get("base", ""))
+            sha = self._head(head)
+            if sha is None or self._head(base) is None:
+                return 422, {"message": "Validation Failed: head or base does not exist"}, {}
+            if any(p.get("head", {}).get("ref") == head and p["state"] == "open" for p in self.pulls.values()):
+                return 422, {"message": f"A pull request already exists for {head}."}, {}
+            number = max([0, *self.pulls]) + 1
+            a = self._author()
+            pull = self.add_pull(number, head_sha=sha)
+            pull.update(title=body.get("title"), body=body.get("body"), head={"ref": head, "sha": sha},
+                        base={"ref": base}, user={"login": a["login"], "type": a["type"]})
+            return 201, pull, {}
+        if method == "PATCH" and (m := re.fullmatch(r"pulls/(\d+)", rest)):
+            pull = self.pulls.get(int(m.group(1)))
+            if pull is None:
+                return 404, {"message": "Not Found"}, {}
+            for key in ("title", "body", "state"):
+                if key in body:
+                    pull[key] = body[key]
+            return 200, pull, {}
+        return None
+
     # ----------------------------------------------------------------------------------------
     # serving (called from the handler threads, under the lock)
 
@@ -278,6 +449,10 @@ class FakeGitHub:
         if not path.startswith(prefix):
             return 404, {"message": "Not Found"}, {}
         rest = path[len(prefix) :]
+        if self.git_dir is not None:
+            answered = self._git_api(method, rest, query, body)
+            if answered is not None:
+                return answered
         if method == "GET" and (m := re.fullmatch(r"commits/([0-9a-zA-Z]+)/pulls", rest)):
             self._commit_pulls_calls += 1
             if self._commit_pulls_calls <= self.commit_pulls_empty_first:

@@ -120,7 +120,7 @@ def test_the_help_parser_finds_the_options_and_commands_it_should() -> None:
     assert {"validate", "status", "render", "schema"} <= set(_subcommands())
 
 
-@pytest.mark.parametrize("command", ["", "validate", "status", "render", "schema"])
+@pytest.mark.parametrize("command", ["", "validate", "status", "render", "schema", "lifecycle"])
 def test_every_option_of_the_help_appears_in_the_cli_reference(command: str) -> None:
     doc = CLI_DOC.read_text(encoding="utf-8")
     args = (command,) if command else ()

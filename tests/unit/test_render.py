@@ -188,7 +188,7 @@ def test_without_a_data_source_there_is_no_working_directory_init_container_or_v
     assert "initContainers" not in pod and "volumes" not in pod
     container = pod["containers"][0]
     assert "workingDir" not in container and "volumeMounts" not in container
-    assert "args" not in container
+    assert container["args"] == ["--ServerApp.authenticate_prometheus=False"], "only the activity endpoint's flag"
 
 
 def test_jupyterlab_is_started_with_its_root_dir_in_the_working_directory(
@@ -201,6 +201,7 @@ def test_jupyterlab_is_started_with_its_root_dir_in_the_working_directory(
     assert container["args"] == [
         "--ServerApp.root_dir=/team-pvc/workspaces/bob",
         "--NotebookApp.notebook_dir=/team-pvc/workspaces/bob",
+        "--ServerApp.authenticate_prometheus=False",
     ]
     assert bob.url == "https://demo-bob-lab.example.org/lab"
 

@@ -287,6 +287,7 @@ def test_status_json_lists_every_workspace_with_counts_per_state() -> None:
         "age": "5m",
         "reason": "ImagePullBackOff: pull access denied",
         "credentialHintPowerShell": "",
+        "lastActive": None,
     }
 
 

@@ -43,8 +43,8 @@ def step(doc: dict[str, Any], job: str, name: str) -> dict[str, Any]:
     raise AssertionError(f"no step {name!r} in job {job}")
 
 
-def test_there_are_the_three_workflows() -> None:
-    assert [p.name for p in WORKFLOW_FILES] == ["apply.yml", "drift.yml", "plan.yml"]
+def test_there_are_the_four_workflows() -> None:
+    assert [p.name for p in WORKFLOW_FILES] == ["apply.yml", "drift.yml", "lifecycle.yml", "plan.yml"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +142,7 @@ def test_every_job_has_explicit_least_privilege_permissions(path: Path) -> None:
         "plan.yml": {"plan": {"pull-requests"}},
         "apply.yml": {"apply": {"pull-requests"}},
         "drift.yml": {"drift": {"issues"}},
+        "lifecycle.yml": {"lifecycle": {"contents", "pull-requests"}},
     }[path.name]
     for name, job in jobs(doc).items():
         permissions = job.get("permissions")
@@ -149,7 +150,7 @@ def test_every_job_has_explicit_least_privilege_permissions(path: Path) -> None:
         assert set(permissions.values()) <= {"read", "write", "none"}
         writes = {scope for scope, level in permissions.items() if level == "write"}
         assert writes == allowed_writes.get(name, set()), f"{path.name}: job {name} writes {writes}"
-        assert permissions.get("contents") == "read"
+        assert permissions.get("contents") == ("write" if path.name == "lifecycle.yml" else "read")
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
@@ -242,7 +243,7 @@ def test_apply_is_serialized_and_gated_by_the_production_environment() -> None:
     inputs = doc["on"]["workflow_dispatch"]["inputs"]
     assert inputs["adopt"]["type"] == "string" and inputs["allow-mass-delete"]["type"] == "boolean"
     assert "secrets.KUBECONFIG_APPLY" in json.dumps(job)
-    for other in ("plan.yml", "drift.yml"):
+    for other in ("plan.yml", "drift.yml", "lifecycle.yml"):
         assert "KUBECONFIG_APPLY" not in json.dumps(load(other)), (
             f"{other} must not see the apply credentials"
         )
