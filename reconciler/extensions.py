@@ -7,12 +7,13 @@ extensions` on the volume and survive restarts. A marker per extension (under
 nothing again, a new extension in the block is installed once. An extension that cannot be
 installed never stops the IDE: the container always exits 0 and writes one line per extension
 (`<ext>: installed | kept | failed: <why>`) to its termination message, which the pod's status
-keeps and `reconcile status` reads (`extension_failures`).
+keeps and `reconcile status` reads (`extension_failures`: one short line per failed extension).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,7 +33,8 @@ SCRIPT = (
     'if [ -e "$state/$key" ]; then echo "$ext: kept" >> "$log"; continue; fi; '
     'if out=$(code-server --install-extension "$ext" 2>&1); then '
     'touch "$state/$key"; echo "$ext: installed" >> "$log"; '
-    "else why=$(printf '%s' \"$out\" | grep -v '^ *$' | tail -n 2 | tr '\\n' ' ' | cut -c1-300); "
+    "else why=$(printf '%s' \"$out\" | grep -v -e '^ *$' -e '^Installing extensions' "
+    "-e '^Failed Installing Extensions' | head -n 1 | cut -c1-200); "
     'echo "$ext: failed: $why" >> "$log"; fi; '
     'done; cat "$log"; exit 0'
 )
@@ -89,10 +91,34 @@ def extension_report(pod: Mapping[str, Any]) -> dict[str, str]:
     return {}
 
 
+_UNREACHABLE = re.compile(r"\b(?:getaddrinfo|connect|read|write)\s+(E[A-Z_]+)\s+([\w.:\[\]-]+)")
+"""A Node.js network error in the output (`getaddrinfo EAI_AGAIN open-vsx.org`, `connect ECONNREFUSED ...`)."""
+_NOISE = re.compile(r"Installing extensions\.*|Failed Installing Extensions:\s*\S+|Error while installing extensions:")
+REASON_CHARS = 120
+"""How much of code-server's own words a reason keeps."""
+
+
+def failure_reason(why: str) -> str:
+    """One short line from what the install container recorded for a failed extension.
+
+    A network error becomes `cannot reach <host> (<code>)`; anything else keeps code-server's first
+    meaningful words, cut to REASON_CHARS. Messages from older install containers (two output lines
+    joined, often the same error twice) read the same way."""
+    unreachable = _UNREACHABLE.search(why)
+    if unreachable:
+        code, host = unreachable.groups()
+        return f"cannot reach {host.rstrip('.:')} ({code})"
+    text = " ".join(_NOISE.sub(" ", why).split())
+    if not text:
+        return "code-server gave no reason"
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3].rstrip() + "..."
+
+
 def extension_failures(pod: Mapping[str, Any]) -> str:
-    """`extension X failed: why; ...` for the failed extensions of `pod`, or ''."""
-    failed = [(ext, outcome) for ext, outcome in extension_report(pod).items() if outcome.startswith("failed")]
-    return "; ".join(f"extension {ext} {outcome}" for ext, outcome in failed)
+    """`extension X not installed: why; ...` for the failed extensions of `pod`, or ''."""
+    failed = [(ext, outcome.removeprefix("failed").lstrip(": ")) for ext, outcome in extension_report(pod).items()
+              if outcome.startswith("failed")]
+    return "; ".join(f"extension {ext} not installed: {failure_reason(why)}" for ext, why in failed)
 
 
 def extension_notes(with_extensions: Iterable[str], pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:

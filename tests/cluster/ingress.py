@@ -18,7 +18,10 @@ hijacks the connection and clears its deadlines); there is no request-body limit
 bodies with the `buffering` middleware, which nothing here configures) and the entrypoint's read timeout,
 60 s by default in Traefik v3, is turned off so a slow upload of a large file is not cut. Ingresses without
 ``ingressClassName`` (what the reconciler renders) are served; IngressClass lookup is off
-(``disableClusterScopeResources``), so an Ingress that names a class is ignored.
+(``disableClusterScopeResources``), so an Ingress that names a class is ignored. With
+``start(..., ingress_classes=True)`` (and ``grant(..., ingress_classes=True)``, which also lets Traefik read
+IngressClasses and Nodes) Traefik looks IngressClasses up: an Ingress naming a class whose controller is
+``traefik.io/ingress-controller`` is served too, one naming any other class is not (``CLASS_CONTROLLER``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,21 @@ RBAC: dict[str, Any] = {
 }
 
 
+CLASS_CONTROLLER = "traefik.io/ingress-controller"
+"""The `spec.controller` of the IngressClasses Traefik serves (when started with ingress_classes=True)."""
+CLASS_RBAC: dict[str, Any] = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "ClusterRole",
+    "metadata": {"name": f"{CLUSTER_ROLE_NAME}-classes"},
+    # IngressClass lookup in Traefik v3 comes with its cluster-scope informers: IngressClasses and Nodes.
+    "rules": [
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingressclasses"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+    ],
+}
+"""What Traefik needs on top of RBAC to serve Ingresses that name an IngressClass."""
+
+
 _children: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped by stop()
 
 
@@ -111,42 +129,46 @@ def _rbac_api(admin_kubeconfig: Path) -> Any:
     return client.RbacAuthorizationV1Api(new_client(config_file=str(admin_kubeconfig)))
 
 
-def _binding_name(user: str) -> str:
-    return f"{CLUSTER_ROLE_NAME}-{user}"[:253]
+def _binding_name(user: str, role: str = CLUSTER_ROLE_NAME) -> str:
+    return f"{role}-{user}"[:253]
 
 
-def grant(admin_kubeconfig: Path, user: str) -> None:
-    """Create (or update) the RBAC ClusterRole and bind it to `user` (a client-certificate user name)."""
+def grant(admin_kubeconfig: Path, user: str, *, ingress_classes: bool = False) -> None:
+    """Create (or update) the RBAC ClusterRole and bind it to `user` (a client-certificate user name);
+    with `ingress_classes`, CLASS_RBAC too (for a Traefik started with ingress_classes=True)."""
     from kubernetes.client.exceptions import ApiException
 
     api = _rbac_api(admin_kubeconfig)
-    try:
-        api.create_cluster_role(RBAC)
-    except ApiException as e:
-        if e.status != 409:
-            raise
-        api.replace_cluster_role(CLUSTER_ROLE_NAME, RBAC)
-    binding: dict[str, Any] = {
-        "metadata": {"name": _binding_name(user)},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CLUSTER_ROLE_NAME},
-        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
-    }
-    try:
-        api.create_cluster_role_binding(binding)
-    except ApiException as e:
-        if e.status != 409:
-            raise
+    for role in (RBAC, CLASS_RBAC) if ingress_classes else (RBAC,):
+        name = role["metadata"]["name"]
+        try:
+            api.create_cluster_role(role)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            api.replace_cluster_role(name, role)
+        binding: dict[str, Any] = {
+            "metadata": {"name": _binding_name(user, name)},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+        }
+        try:
+            api.create_cluster_role_binding(binding)
+        except ApiException as e:
+            if e.status != 409:
+                raise
 
 
 def revoke(admin_kubeconfig: Path, user: str) -> None:
-    """Delete the binding grant() made for `user` (the ClusterRole stays: other users may be bound to it)."""
+    """Delete the bindings grant() made for `user` (the ClusterRoles stay: other users may be bound to them)."""
     from kubernetes.client.exceptions import ApiException
 
-    try:
-        _rbac_api(admin_kubeconfig).delete_cluster_role_binding(_binding_name(user))
-    except ApiException as e:
-        if e.status != 404:
-            raise
+    for role in (CLUSTER_ROLE_NAME, CLASS_RBAC["metadata"]["name"]):
+        try:
+            _rbac_api(admin_kubeconfig).delete_cluster_role_binding(_binding_name(user, role))
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
 
 # --- certificates ------------------------------------------------------------------------------
@@ -174,8 +196,11 @@ def _dynamic_config(crt: Path, key: Path) -> str:
 
 # --- process -----------------------------------------------------------------------------------
 
-def _argv(binary: Path, d: Path, port: int, ping_port: int) -> list[str]:
+def _argv(binary: Path, d: Path, port: int, ping_port: int, ingress_classes: bool = False) -> list[str]:
     ep = f"--entrypoints.{ENTRYPOINT}"
+    # Without IngressClass lookup an Ingress that names a class is never served; with it, Ingresses
+    # without a class are still served (Traefik's own rule when it is given no `ingressclass`).
+    scope = [] if ingress_classes else ["--providers.kubernetesingress.disableclusterscoperesources=true"]
     return [
         str(binary),
         "--global.checknewversion=false",
@@ -189,7 +214,7 @@ def _argv(binary: Path, d: Path, port: int, ping_port: int) -> list[str]:
         "--ping=true",
         "--ping.entrypoint=ping",
         "--providers.kubernetesingress=true",
-        "--providers.kubernetesingress.disableclusterscoperesources=true",
+        *scope,
         f"--providers.file.filename={d / 'dynamic.yaml'}",
         "--providers.file.watch=false",
         "--providers.providersthrottleduration=200ms",
@@ -238,13 +263,14 @@ def _wait_serving(ing: Ingress, proc: subprocess.Popen[bytes], timeout: float) -
 
 
 def start(dir: Path, kubeconfig: Path, *, hosts: tuple[str, ...], attached: bool, port: int | None = None,
-          timeout: float = 60) -> Ingress:
+          timeout: float = 60, ingress_classes: bool = False) -> Ingress:
     """Start Traefik on 127.0.0.1:`port` (a free one unless given), routing the cluster's Ingresses.
 
     `dir` receives ca.crt (trust it to verify the ingress), the server certificate and key, the dynamic
     configuration, traefik.log, access.log and the state file that stop(dir) reads. `hosts` are the
     certificate's names (wildcards allowed, IPs become IP SANs). `attached=True`: Traefik dies with this
     process (tests); `attached=False`: it runs in its own session until stop() (`make demo`).
+    `ingress_classes=True`: IngressClass lookup on (the user needs grant(..., ingress_classes=True)).
     """
     if not hosts:
         raise ValueError("hosts: at least one name for the server certificate")
@@ -264,8 +290,8 @@ def start(dir: Path, kubeconfig: Path, *, hosts: tuple[str, ...], attached: bool
     logfile = d / "traefik.log"
     out = open(logfile, "ab")  # noqa: SIM115 - the child owns it
     try:
-        proc = subprocess.Popen(_argv(binary, d, port, ping_port), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, cwd=d,
+        proc = subprocess.Popen(_argv(binary, d, port, ping_port, ingress_classes), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=d,
                                 preexec_fn=launcher._die_with_parent if attached else None,
                                 start_new_session=not attached)
     finally:

@@ -217,3 +217,18 @@ def browser_vscode_terminal(ingress: Ingress, url: str, password: str, command: 
                 break
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "vscode-terminal.png"))
+
+
+def browser_first_open(ingress: Ingress, url: str, tool: str, secret: str, screenshot: Path,
+                       settle_ms: int = 12_000) -> str:
+    """Log in, let the IDE settle as a person reading it would, save a screenshot; all the text it shows.
+
+    What the IDE puts in front of a person on first open (dialogs, notification toasts, the status
+    bar) is in the text; the wait covers prompts that come a few seconds after the IDE has painted.
+    """
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    with _login_page(ingress, url, tool, secret) as page:
+        page.locator(LOGIN[tool][2]).first.wait_for(state="visible", timeout=90_000)
+        page.wait_for_timeout(settle_ms)
+        page.screenshot(path=str(screenshot))
+        return page.locator("body").inner_text()

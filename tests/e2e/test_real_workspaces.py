@@ -167,6 +167,32 @@ def test_chromium_logs_in_at_the_posted_url_and_the_ide_opens(team: Team, tool: 
     assert screenshot.stat().st_size > 10_000, "a screenshot of a painted IDE, not a blank page"
 
 
+def test_vs_code_opens_the_folder_without_asking_to_trust_it(team: Team) -> None:
+    """No Restricted Mode and no "Do you trust the authors" dialog: the folder is the owner's own."""
+    posted = team.posted["vscode"]
+    shown = ides.browser_first_open(team.plane.ingress, posted.url, "vscode", team.credential(posted, "vscode"),
+                                    ides.ARTIFACTS / "vscode-first-open.png").lower()
+    assert "explorer" in shown, shown[:500]  # the workbench with its folder, not a blank page
+    assert "trust the authors" not in shown and "restricted mode" not in shown, shown[:1000]
+
+
+def test_jupyterlab_opens_without_news_or_update_prompts_and_logs_no_deprecation(team: Team) -> None:
+    posted = team.posted["jupyterlab"]
+    token = team.credential(posted, "jupyterlab")
+    shown = ides.browser_first_open(team.plane.ingress, posted.url, "jupyterlab", token,
+                                    ides.ARTIFACTS / "jupyterlab-first-open.png").lower()
+    assert "launcher" in shown, shown[:500]
+    assert "jupyter news" not in shown and "newer version" not in shown, shown[:1000]
+    page = ides.curl(team.plane.ingress, f"{posted.url}?token={token}")
+    assert re.search(r'"news":\s*\{"disabled":\s*true\}', page.body), "news is off in JupyterLab's page config"
+    log = ides.run_posted_command(f"kubectl -n {team.loop.namespace} logs deploy/{posted.workspace} -c workspace",
+                                  team.plane.kubeconfig, team.plane.kubectl.parent)
+    assert log.returncode == 0 and "ServerApp" in log.stdout + log.stderr, log
+    noisy = [line for line in (log.stdout + log.stderr).splitlines()
+             if re.search(r"NotebookApp|notebook_dir|deprecat", line, re.I)]
+    assert noisy == [], noisy
+
+
 def test_python_runs_in_a_jupyterlab_console_over_the_ingress_websocket(team: Team) -> None:
     posted = team.posted["jupyterlab"]
     token = team.credential(posted, "jupyterlab")

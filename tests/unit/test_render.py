@@ -200,7 +200,6 @@ def test_jupyterlab_is_started_with_its_root_dir_in_the_working_directory(
     container = _objects(bob)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == [
         "--ServerApp.root_dir=/team-pvc/workspaces/bob",
-        "--NotebookApp.notebook_dir=/team-pvc/workspaces/bob",
         "--ServerApp.authenticate_prometheus=False",
     ]
     assert bob.url == "https://demo-bob-lab.example.org/lab"

@@ -146,7 +146,14 @@ def test_the_capacity_warning_names_the_node_pool_that_cannot_fit_the_request() 
 FAKE_CODE_SERVER = """#!/bin/sh
 # A stand-in for code-server: installs anything but names 'broken.*', and counts its calls.
 echo "$@" >> "$CALLS"
-case "$2" in broken.*) echo "Installing extensions..."; echo "Failed Installing Extensions: $2" >&2; exit 1;; esac
+case "$2" in
+  broken.*) echo "Installing extensions..."; echo "Extension '$2' not found."
+            echo "Make sure you use the full extension ID, including the publisher, e.g.: ms-dotnettools.csharp"
+            echo "Failed Installing Extensions: $2" >&2; exit 1;;
+  offline.*) echo "Installing extensions..."
+             echo "Error while installing extensions: getaddrinfo EAI_AGAIN open-vsx.org"
+             echo "getaddrinfo EAI_AGAIN open-vsx.org" >&2; exit 1;;
+esac
 echo "Extension '$2' was successfully installed."
 """
 
@@ -159,20 +166,40 @@ def test_the_install_script_installs_once_records_failures_and_never_fails(tmp_p
     log, calls = tmp_path / "termination-log", tmp_path / "calls"
     script = extensions.SCRIPT.replace("/dev/termination-log", str(log))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "CALLS": str(calls)}
-    argv = ["sh", "-c", script, extensions.CONTAINER_NAME, "ms-python.python", "/data/x.vsix", "broken.one"]
+    argv = ["sh", "-c", script, extensions.CONTAINER_NAME, "ms-python.python", "/data/x.vsix", "broken.one",
+            "offline.one"]
 
     first = subprocess.run(argv, env=env, capture_output=True, text=True)
     assert first.returncode == 0
     assert log.read_text().splitlines() == [
         "ms-python.python: installed",
         "/data/x.vsix: installed",
-        "broken.one: failed: Installing extensions... Failed Installing Extensions: broken.one ",
+        "broken.one: failed: Extension 'broken.one' not found.",
+        "offline.one: failed: Error while installing extensions: getaddrinfo EAI_AGAIN open-vsx.org",
     ]
+    pod = _pod("alice-code", "2024-05-01T08:00:00Z", log.read_text())
+    assert extensions.extension_failures(pod) == (
+        "extension broken.one not installed: Extension 'broken.one' not found.; "
+        "extension offline.one not installed: cannot reach open-vsx.org (EAI_AGAIN)")
     second = subprocess.run(argv, env=env, capture_output=True, text=True)
     assert second.returncode == 0
     assert log.read_text().splitlines()[:2] == ["ms-python.python: kept", "/data/x.vsix: kept"]
     assert calls.read_text().count("ms-python.python") == 1, "a restart does not install it again"
     assert calls.read_text().count("broken.one") == 2, "a failed one is tried again at the next start"
+
+
+def test_a_failed_extension_reads_as_one_short_line_whatever_code_server_printed() -> None:
+    reason = extensions.failure_reason
+    # what an install container before this version recorded: two output lines joined, the error twice
+    assert reason("Error while installing extensions: getaddrinfo EAI_AGAIN open-vsx.org "
+                  "getaddrinfo EAI_AGAIN open-vsx.org ") == "cannot reach open-vsx.org (EAI_AGAIN)"
+    assert reason("getaddrinfo ENOTFOUND open-vsx.org") == "cannot reach open-vsx.org (ENOTFOUND)"
+    assert reason("Error while installing extensions: connect ECONNREFUSED 127.0.0.1:9") == (
+        "cannot reach 127.0.0.1:9 (ECONNREFUSED)")
+    assert reason("Installing extensions... Failed Installing Extensions: broken.one ") == "code-server gave no reason"
+    assert reason("") == "code-server gave no reason"
+    long = reason("Corrupt ZIP: end of central directory record signature not found " * 5)
+    assert len(long) == extensions.REASON_CHARS and long.endswith("...") and "  " not in long
 
 
 def _pod(name: str, created: str, message: str) -> dict[str, Any]:
@@ -191,7 +218,7 @@ def test_status_names_each_failed_extension_and_why_from_the_newest_pod() -> Non
                "ms-python.python: kept\nbroken.one: failed: getaddrinfo ENOTFOUND\n")
     fine = _pod("carol-code", "2024-05-01T09:00:00Z", "ms-python.python: installed\n")
     assert extensions.extension_notes(["alice-code", "carol-code"], [old, new, fine]) == {
-        "alice-code": "extension broken.one failed: getaddrinfo ENOTFOUND"
+        "alice-code": "extension broken.one not installed: getaddrinfo ENOTFOUND"
     }
 
 

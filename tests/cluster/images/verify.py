@@ -184,7 +184,7 @@ def check_jupyterlab(ctr: Ctr, work: Path) -> None:
     logfile = work / "jupyterlab.log"
     args = ["/usr/bin/tini", "--"]  # the image's Entrypoint, then the Deployment's args
     args += ["jupyter", "lab", "--ip=0.0.0.0", f"--port={port}", "--no-browser"]
-    args += [f"--ServerApp.root_dir={ws}", f"--NotebookApp.notebook_dir={ws}"]
+    args += [f"--ServerApp.root_dir={ws}"]
     mount = f"type=bind,src={ws_host},dst={ws},options=rbind:rw"
     _run_detached(ctr, build.JUPYTERLAB_IMAGE, cid, logfile, args, ["--mount", mount, "--cwd", ws])
     alive = _alive(ctr, cid)
