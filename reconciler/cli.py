@@ -611,7 +611,7 @@ def new_command(repo: Path, owner: str, tool: str, name: str | None, environment
                 data_sources: tuple[str, ...]) -> int:
     """Write workspaces/<name>.yaml for OWNER from the project's defaults; never overwrites a file."""
     from reconciler.catalog import new_workspace
-    from reconciler.models import DNS1123_LABEL
+    from reconciler.fields import DNS1123_LABEL
 
     if len(owner) > 39 or not re.fullmatch(DNS1123_LABEL, owner):
         raise click.BadParameter(f"{owner!r} is not a login: lower-case letters, digits and '-', at most 39",

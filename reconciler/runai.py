@@ -52,8 +52,9 @@ from reconciler.changeset import (
     WorkspaceResult,
 )
 from reconciler.errors import LockError, ReconcileError
+from reconciler.fields import parse_quantity
 from reconciler.lease import ApplyOptions, default_holder
-from reconciler.models import Repo, parse_quantity
+from reconciler.models import Repo
 from reconciler.placement import is_fraction
 from reconciler.render import (
     LABEL_INSTANCE,
