@@ -272,7 +272,9 @@ def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
     runai_spec = repo.project.spec.runai
     if repo.project.spec.backend != "runai" or runai_spec is None:
         return None, render(repo), repo.project.namespace
-    from reconciler.runai import RunaiBackend, RunaiOptions, render_runai  # runapy: only with backend runai
+    from reconciler.runai import RunaiBackend  # runapy: only with backend runai
+    from reconciler.runai_client import RunaiOptions
+    from reconciler.runai_spec import render_runai
 
     desired = render_runai(repo)
     opts = RunaiOptions(url=runai_spec.url, cluster=runai_spec.cluster, project=runai_spec.project)
