@@ -169,7 +169,7 @@ def _default_environment(repo: Repo, workspaces: list[Workspace], tool: str) -> 
 def _default_compute(repo: Repo, workspaces: list[Workspace]) -> str:
     if not repo.compute:
         raise NewWorkspaceError("there is no compute size: add one under blocks/compute/")
-    from reconciler.models import parse_quantity
+    from reconciler.fields import parse_quantity
 
     used = Counter(w.spec.compute for w in workspaces)
     return min(repo.compute, key=lambda n: (-used[n], repo.compute[n].spec.gpu,

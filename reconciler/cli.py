@@ -272,7 +272,9 @@ def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
     runai_spec = repo.project.spec.runai
     if repo.project.spec.backend != "runai" or runai_spec is None:
         return None, render(repo), repo.project.namespace
-    from reconciler.runai import RunaiBackend, RunaiOptions, render_runai  # runapy: only with backend runai
+    from reconciler.runai import RunaiBackend  # runapy: only with backend runai
+    from reconciler.runai_client import RunaiOptions
+    from reconciler.runai_spec import render_runai
 
     desired = render_runai(repo)
     opts = RunaiOptions(url=runai_spec.url, cluster=runai_spec.cluster, project=runai_spec.project)
@@ -611,7 +613,7 @@ def new_command(repo: Path, owner: str, tool: str, name: str | None, environment
                 data_sources: tuple[str, ...]) -> int:
     """Write workspaces/<name>.yaml for OWNER from the project's defaults; never overwrites a file."""
     from reconciler.catalog import new_workspace
-    from reconciler.models import DNS1123_LABEL
+    from reconciler.fields import DNS1123_LABEL
 
     if len(owner) > 39 or not re.fullmatch(DNS1123_LABEL, owner):
         raise click.BadParameter(f"{owner!r} is not a login: lower-case letters, digits and '-', at most 39",

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from reconciler.models import NodePool, Prices, parse_quantity
+from reconciler.fields import parse_quantity
+from reconciler.models import NodePool, Prices
 from reconciler.placement import GPU_FRACTION_ANNOTATION
 from reconciler.plan import Action, Plan
 from reconciler.render import CONTAINER_NAME, GPU_RESOURCE

@@ -30,7 +30,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from reconciler import models
+from reconciler.fields import parse_quantity
 from reconciler.render import ANNOTATION_COMMIT, MANAGED_BY
 
 MASK = "***"
@@ -60,7 +60,7 @@ class FieldDiff:
 def comparable_quantity(value: str | int | float) -> Fraction | None:
     """A quantity as an exact number to compare (``"1000m"`` -> 1, ``"16Gi"`` -> 2**34); None if invalid.
 
-    The parsing is `models.parse_quantity`'s; this only accepts the ints and floats a live object holds."""
+    The parsing is `fields.parse_quantity`'s; this only accepts the ints and floats a live object holds."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -68,7 +68,7 @@ def comparable_quantity(value: str | int | float) -> Fraction | None:
     if isinstance(value, float):
         return Fraction(str(value))
     try:
-        return Fraction(models.parse_quantity(value.strip()))
+        return Fraction(parse_quantity(value.strip()))
     except ValueError:
         return None
 

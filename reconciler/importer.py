@@ -24,7 +24,8 @@ from typing import Any
 from reconciler.catalog import TOOLS, workspace_text
 from reconciler.changeset import ObjectId
 from reconciler.cluster import Cluster, ClusterOptions
-from reconciler.models import DataSource, Repo, parse_quantity
+from reconciler.fields import parse_quantity
+from reconciler.models import DataSource, Repo
 from reconciler.plan import is_ours
 from reconciler.render import GPU_RESOURCE, selector_labels
 

@@ -30,8 +30,9 @@ from typing import Any, Literal
 import yaml
 
 from reconciler.errors import ConfigError
+from reconciler.fields import duration_seconds
 from reconciler.loader import parse_document
-from reconciler.models import Repo, Workspace, duration_seconds
+from reconciler.models import Repo, Workspace
 
 MARKER_PREFIX = "<!-- workspace-gitops:lifecycle "
 BRANCH_PREFIX = "lifecycle/"

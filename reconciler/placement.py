@@ -13,7 +13,8 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from reconciler.models import ComputeResource, Project, parse_quantity
+from reconciler.fields import parse_quantity
+from reconciler.models import ComputeResource, Project
 
 RUNAI_SCHEDULER = "runai-scheduler"
 GPU_FRACTION_ANNOTATION = "gpu-fraction"

@@ -1,9 +1,9 @@
 """The Run:ai backend: each workspace file is a Run:ai workspace, made through Run:ai's REST API (runapy).
 
-The only module that imports `runai` (runapy, the client generated from Run:ai's OpenAPI
-document) or speaks HTTP to Run:ai. It brings what `run.Backend` asks of a backend:
+It brings what `run.Backend` asks of a backend; the calls go through `runai_client` (the only module that
+imports runapy and speaks HTTP to Run:ai), the objects are `runai_spec`'s:
 
-- **render** (`render_runai`, pure): per workspace one object of kind `RunaiWorkspace`, whose
+- **render** (`runai_spec.render_runai`, pure): per workspace one object of kind `RunaiWorkspace`, whose
   ``spec`` is the body of ``POST /api/v1/workloads/workspaces`` (minus name and ids), built from the
   Kubernetes Deployment `render` makes, so args, env, working directory and mounts mean the same;
   its ``desiredPhase`` is the file's state; its annotations carry ``workspace-gitops/spec-hash``,
@@ -15,7 +15,7 @@ document) or speaks HTTP to Run:ai. It brings what `run.Backend` asks of a backe
   workspace's name is a `conflict`. When the live hash equals the desired one, the live spec
   is taken as the desired spec (unchanged by definition: Run:ai may echo values normalised);
   otherwise the plan shows the fields that differ and always the hash.
-- **plan notes** (`RunaiBackend.annotate`): a changed spec is a *recreate* (no in-place update
+- **plan notes** (`annotate`, pure; `RunaiBackend.annotate`): a changed spec is a *recreate* (no in-place update
   before 2.24: delete, wait until gone, create), a state change a *suspend* or *resume*; URLs come
   from the API's connection URLs; kept PVCs from the workspace's storage.
 - **apply**: create, delete by workload id (a same-named new workload never shares it),
@@ -27,18 +27,14 @@ Credentials come only from ``RUNAI_CLIENT_ID`` / ``RUNAI_CLIENT_SECRET``; the to
 with them is never printed. TLS is verified (a private CA: ``SSL_CERT_FILE``).
 """
 
+
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shlex
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.changeset import (
@@ -51,203 +47,21 @@ from reconciler.changeset import (
     WorkspacePlan,
     WorkspaceResult,
 )
-from reconciler.errors import LockError, ReconcileError
+from reconciler.errors import LockError
 from reconciler.lease import ApplyOptions, default_holder
-from reconciler.models import Repo, parse_quantity
-from reconciler.placement import is_fraction
-from reconciler.render import (
-    LABEL_INSTANCE,
-    LABEL_MANAGED_BY,
-    LABEL_PART_OF,
-    MANAGED_BY,
-    DesiredWorkspace,
-    render,
-)
+from reconciler.render import DesiredWorkspace
+from reconciler.runai_client import RunaiApi, RunaiError, RunaiOptions
+from reconciler.runai_spec import ANNOTATION_SPEC_HASH, KIND, live_object, powershell_hint
 
-KIND = "RunaiWorkspace"
-API_VERSION = "run.ai/v1"
-ANNOTATION_MANAGED_BY = "workspace-gitops/managed-by"
-ANNOTATION_SPEC_HASH = "workspace-gitops/spec-hash"
-ANNOTATION_SOURCE = "workspace-gitops/source"
 ANNOTATION_LOCK_HOLDER = "workspace-gitops/lock-holder"
 ANNOTATION_LOCK_SECONDS = "workspace-gitops/lock-seconds"
 LOCK_NAME = "workspace-reconciler-lock"
 """The lock: a suspended workspace of this name in the project (names are unique per project)."""
 LOCK_IMAGE = "registry.k8s.io/pause:3.10"
-TOOLS = {"jupyterlab": ("jupyter-notebook", "Jupyter"), "vscode": ("visual-studio-code", "VS Code")}
-"""Run:ai's tool type and the CONNECT button's label, per environment tool."""
-STOPPED_PHASES = frozenset({"Stopped", "Stopping"})
-PAGE = 100
-
-
-class RunaiError(ReconcileError):
-    """Run:ai's API failed or refused a request; ``status`` is its HTTP status, None without an answer."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --------------------------------------------------------------------------------------------
-# render (pure)
-
-
-def render_runai(repo: Repo) -> list[DesiredWorkspace]:
-    """Every workspace of a validated repo as one Run:ai workspace object, sorted by name."""
-    return [_runai_workspace(repo, w) for w in render(repo)]
-
-
-def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
-    project = repo.project
-    assert project.spec.runai is not None, "validate: backend runai needs spec.runai"
-    runai_project = project.spec.runai.project
-    deployment = w.objects[0]
-    compute = repo.compute[w.compute].spec
-    spec = workspace_spec(deployment, w.tool, float(compute.gpu) if is_fraction(compute.gpu) else None,
-                          compute.node_pool or "")
-    digest = spec_hash(spec)
-    spec["annotations"] = [
-        {"name": ANNOTATION_MANAGED_BY, "value": MANAGED_BY},
-        {"name": ANNOTATION_SPEC_HASH, "value": digest},
-        {"name": ANNOTATION_SOURCE, "value": w.source},
-    ]
-    obj = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": w.name,
-            "namespace": runai_project,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PART_OF: project.name, LABEL_INSTANCE: w.name},
-            "annotations": {ANNOTATION_SPEC_HASH: digest, ANNOTATION_SOURCE: w.source},
-        },
-        "spec": spec,
-        "desiredPhase": "Running" if w.state == "running" else "Stopped",
-    }
-    credentials = repo.environments[w.environment].spec.credentials
-    hint = credential_hint(runai_project, w.name, credentials.file, credentials.log_pattern)
-    return dataclasses.replace(w, url="", credential_hint=hint, objects=(obj,))
-
-
-def workspace_spec(deployment: dict[str, Any], tool: str, gpu_portion: float | None = None,
-                   node_pool: str = "") -> dict[str, Any]:
-    """The Run:ai workspace spec (WorkspaceSpecSpec, camelCase) of a rendered Deployment."""
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    limits = container["resources"]["limits"]
-    compute: dict[str, Any] = {
-        "cpuCoreRequest": float(parse_quantity(str(limits["cpu"]))),
-        "cpuCoreLimit": float(parse_quantity(str(limits["cpu"]))),
-        "cpuMemoryRequest": str(limits["memory"]),
-        "cpuMemoryLimit": str(limits["memory"]),
-    }
-    gpus = int(limits.get("nvidia.com/gpu", 0))
-    if gpus:
-        compute["gpuDevicesRequest"] = gpus
-    elif gpu_portion is not None:  # a GPU fraction: one device, that portion of it
-        compute.update(gpuDevicesRequest=1, gpuRequestType="portion", gpuPortionRequest=gpu_portion)
-    port = container["ports"][0]["containerPort"]
-    tool_type, tool_name = TOOLS[tool]
-    spec: dict[str, Any] = {"image": container["image"], "compute": compute}
-    if container.get("args"):
-        # A list here, so the diff compares and masks it item by item as for Kubernetes;
-        # `api_spec` joins it into the one string Run:ai takes.
-        spec["args"] = list(container["args"])
-    if container.get("env"):
-        spec["environmentVariables"] = [{"name": e["name"], "value": e["value"]} for e in container["env"]]
-    if container.get("workingDir"):
-        spec["workingDir"] = container["workingDir"]
-    volumes = pod.get("volumes") or ()
-    if any((v.get("emptyDir") or {}).get("medium") == "Memory" for v in volumes):
-        compute["largeShmRequest"] = True  # a compute block's shm: Run:ai sizes /dev/shm itself
-    claims = {v["name"]: v["persistentVolumeClaim"] for v in volumes if "persistentVolumeClaim" in v}
-    pvcs = [
-        {
-            "name": m["name"],
-            "claimName": claims[m["name"]]["claimName"],
-            "path": m["mountPath"],
-            "existingPvc": True,
-            "readOnly": bool(m.get("readOnly", False)),
-        }
-        for m in container.get("volumeMounts") or ()
-        # Run:ai mounts a claim whole: the home kept in a sub-folder is not carried over.
-        if m["name"] in claims and not m.get("subPath")
-    ]
-    if pvcs:
-        spec["storage"] = {"pvc": pvcs}
-    if node_pool:
-        spec["nodePools"] = [node_pool]  # a Run:ai node pool of that name
-    spec["exposedUrls"] = [{"container": port, "toolType": tool_type, "toolName": tool_name}]
-    return spec
-
-
-def api_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as Run:ai takes it: `args` as one shell-quoted string."""
-    if isinstance(spec.get("args"), list):
-        return {**spec, "args": shlex.join(spec["args"])}
-    return spec
-
-
-def _split_args(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec as the plan compares it: Run:ai's `args` string as a list."""
-    args = spec.get("args")
-    if not isinstance(args, str):
-        return spec
-    try:
-        return {**spec, "args": shlex.split(args)}
-    except ValueError:  # unbalanced quotes: not ours; compared whole
-        return {**spec, "args": [args]}
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """A short hash of a spec without its annotations: equal hashes, nothing to recreate."""
-    body = {k: v for k, v in spec.items() if k != "annotations"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def credential_hint(runai_project: str, name: str, file: str | None, log_pattern: str | None) -> str:
-    """The seed's `runai workspace exec|logs` command that prints the password or token (never the secret)."""
-    if file is not None:
-        return f"runai workspace exec {name} -p {runai_project} -- cat {file}"
-    return f'runai workspace logs {name} -p {runai_project} | grep "{log_pattern}"'
-
-
-def powershell_hint(hint: str) -> str:
-    """The same command for PowerShell (`Select-String` for grep)."""
-    if " | grep " in hint:
-        command, pattern = hint.rsplit(" | grep ", 1)
-        return f"{command} | Select-String -SimpleMatch {pattern}"  # the pattern keeps its quotes
-    return hint
-
-
-# --------------------------------------------------------------------------------------------
-# the live objects, as the plan reads them (pure)
-
-
-def live_object(workload: dict[str, Any], workspace: dict[str, Any] | None, project: str,
-                runai_project: str) -> dict[str, Any]:
-    """A listed workload (and, for a workspace, its GET) in the shape the plan compares."""
-    spec = _split_args((workspace or {}).get("spec") or {})
-    annotations = {a.get("name"): a.get("value") for a in spec.get("annotations") or () if isinstance(a, dict)}
-    name = str(workload.get("name", ""))
-    labels = (
-        {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PART_OF: project, LABEL_INSTANCE: name}
-        if annotations.get(ANNOTATION_MANAGED_BY) == MANAGED_BY
-        else {}
-    )
-    kept = {k: str(annotations[k]) for k in (ANNOTATION_SPEC_HASH, ANNOTATION_SOURCE) if annotations.get(k)}
-    desired_phase = (workspace or {}).get("desiredPhase") or (
-        "Stopped" if workload.get("phase") in STOPPED_PHASES else "Running"
-    )
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": runai_project, "uid": str(workload.get("id", "")),
-                     "labels": labels, "annotations": kept},
-        "spec": spec,
-        "desiredPhase": desired_phase,
-        "status": {"phase": workload.get("phase", ""), "type": workload.get("type", ""),
-                   "urls": list(workload.get("urls") or ()), "phaseMessage": workload.get("phaseMessage") or ""},
-    }
+# plan notes (pure)
 
 
 def _recreates(change: ObjectChange) -> bool:
@@ -333,236 +147,6 @@ def _annotate_workspace(w: WorkspacePlan, urls: dict[str, str]) -> WorkspacePlan
         notes.append(f"on Windows (PowerShell): {powershell_hint(w.credential_hint)}")
     notes += [n for n in w.notes if n not in notes]  # annotating twice (after the wait) adds nothing
     return dataclasses.replace(w, url=url, restarts=restarts or w.restarts, notes=notes)
-
-
-# --------------------------------------------------------------------------------------------
-# the API (runapy)
-
-
-@dataclass
-class RunaiOptions:
-    """Where and how to reach Run:ai; credentials default to the environment."""
-
-    url: str
-    cluster: str
-    project: str
-    client_id: str | None = None
-    client_secret: str | None = None
-    request_timeout: float = field(default_factory=lambda: float(os.environ.get("RUNAI_REQUEST_TIMEOUT", "30")))
-    poll_interval: float = 1.0
-    retries: int = 3  # reads only: a write is never retried blindly
-
-    def __post_init__(self) -> None:
-        if self.client_id is None:
-            self.client_id = os.environ.get("RUNAI_CLIENT_ID")
-        if self.client_secret is None:
-            self.client_secret = os.environ.get("RUNAI_CLIENT_SECRET")
-
-
-class RunaiApi:
-    """The few calls this backend makes, through runapy; every failure becomes a `RunaiError`, once."""
-
-    def __init__(self, opts: RunaiOptions) -> None:
-        self.opts = opts
-        if not opts.client_id or not opts.client_secret:
-            raise RunaiError("RUNAI_CLIENT_ID and RUNAI_CLIENT_SECRET must be set: the Run:ai backend takes its "
-                             "credentials only from the environment")
-        self._client = _connect(opts)
-        self.project_id = ""
-        self.cluster_id = ""
-
-    # ---- reads (retried on 429/5xx/timeouts)
-
-    def resolve(self) -> None:
-        """The project's and cluster's ids, from their names."""
-        clusters = self._read("GET /api/v1/clusters", lambda c: c.organizations.clusters.get_clusters())
-        matches = [c for c in clusters or () if c.get("name") == self.opts.cluster]
-        if not matches:
-            raise RunaiError(f"Run:ai cluster {self.opts.cluster!r} not found at {self.opts.url} "
-                             "(project.yaml spec.runai.cluster; does the service account see it?)", 404)
-        self.cluster_id = str(matches[0].get("uuid") or matches[0].get("id"))
-        found = self._read("GET /api/v1/org-unit/projects", lambda c: c.organizations.projects.get_projects(
-            filter_by=[f"name=={self.opts.project}"]))
-        projects = [p for p in (found or {}).get("projects") or () if p.get("name") == self.opts.project
-                    and str(p.get("clusterId")) == self.cluster_id]
-        if not projects:
-            raise RunaiError(f"Run:ai project {self.opts.project!r} not found in cluster {self.opts.cluster!r} "
-                             "(project.yaml spec.runai.project; does the service account see it?)", 404)
-        self.project_id = str(projects[0]["id"])
-
-    def workloads(self) -> list[dict[str, Any]]:
-        """Every workload of the project, all pages."""
-        out: list[dict[str, Any]] = []
-        offset = 0
-        while True:
-            def listing(c: Any, o: int = offset) -> Any:
-                return c.workloads.workloads.get_workloads(offset=o, limit=PAGE,
-                                                           filter_by=[f"projectId=={self.project_id}"])
-
-            page = self._read("GET /api/v1/workloads", listing)
-            items = list((page or {}).get("workloads") or ())
-            out += items
-            nxt = (page or {}).get("next")
-            if not items or not isinstance(nxt, int) or nxt <= offset:
-                return out
-            offset = nxt
-
-    def workspace(self, workload_id: str) -> dict[str, Any] | None:
-        """One workspace (None when it is gone)."""
-        try:
-            data = self._read(f"GET workspace {workload_id}",
-                              lambda c: c.workloads.workspaces.get_workspace(workload_id=workload_id))
-        except RunaiError as e:
-            if e.status == 404:
-                return None
-            raise
-        return data if isinstance(data, dict) else None
-
-    # ---- writes (never retried: the next run sees what happened)
-
-    def create(self, name: str, spec: dict[str, Any]) -> str:
-        """POST a workspace; its workload id."""
-        from runai.models.workspace_creation_request import WorkspaceCreationRequest
-
-        body = {"name": name, "useGivenNameAsPrefix": False, "projectId": self.project_id,
-                "clusterId": self.cluster_id, "spec": api_spec(spec)}
-        try:
-            request = WorkspaceCreationRequest.from_dict(body)
-        except ValueError as e:  # pydantic's ValidationError: our mapping broke the published schema
-            raise RunaiError(f"{KIND}/{self.opts.project}/{name}: the request does not match Run:ai's schema: "
-                             f"{str(e).splitlines()[0]}") from None
-        data = self._write(f"{KIND}/{self.opts.project}/{name}: create",
-                           lambda c: c.workloads.workspaces.create_workspace1(workspace_creation_request=request))
-        return str((data or {}).get("workloadId") or (data or {}).get("id") or "")
-
-    def delete(self, name: str, workload_id: str) -> None:
-        """DELETE by workload id; a workspace already gone is fine."""
-        try:
-            self._write(f"{KIND}/{self.opts.project}/{name}: delete",
-                        lambda c: c.workloads.workspaces.delete_workspace(workload_id=workload_id))
-        except RunaiError as e:
-            if e.status != 404:
-                raise
-
-    def suspend(self, name: str, workload_id: str) -> None:
-        """POST …/suspend."""
-        self._write(f"{KIND}/{self.opts.project}/{name}: suspend",
-                    lambda c: c.workloads.workspaces.suspend_workspace(workload_id=workload_id))
-
-    def resume(self, name: str, workload_id: str) -> None:
-        """POST …/resume."""
-        self._write(f"{KIND}/{self.opts.project}/{name}: resume",
-                    lambda c: c.workloads.workspaces.resume_workspace(workload_id=workload_id))
-
-    def wait_gone(self, name: str, workload_id: str, deadline: float) -> None:
-        """Until GET answers 404 (Run:ai deletes asynchronously), or raise at `deadline`."""
-        while self.workspace(workload_id) is not None:
-            if time.monotonic() >= deadline:
-                raise RunaiError(f"{KIND}/{self.opts.project}/{name}: still deleting after the timeout; "
-                                 "nothing was created in its place (the next run does)")
-            time.sleep(self.opts.poll_interval)
-
-    # ---- plumbing
-
-    def _read(self, what: str, call: Callable[[Any], Any]) -> Any:
-        for attempt in range(self.opts.retries + 1):
-            try:
-                return self._call(what, call)
-            except RunaiError as e:
-                transient = e.status is None or e.status == 429 or e.status >= 500
-                if not transient or attempt == self.opts.retries or e.status == 401:
-                    raise
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-        raise AssertionError("unreachable")
-
-    def _write(self, what: str, call: Callable[[Any], Any]) -> Any:
-        return self._call(what, call)
-
-    def _call(self, what: str, call: Callable[[Any], Any]) -> Any:
-        from runai.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            response = call(self._client)
-        except ApiException as e:
-            raise _api_error(what, e.status, e.body, self.opts.url) from None
-        except HTTPError as e:
-            raise RunaiError(f"{what}: cannot reach Run:ai at {self.opts.url}: {_why(e, self.opts)}") from None
-        return getattr(response, "data", None)
-
-
-def _why(error: Exception, opts: RunaiOptions) -> str:
-    """Why a request got no answer, in a few words (urllib3 wraps the cause in MaxRetryError)."""
-    cause = getattr(error, "reason", None) or error
-    name = type(cause).__name__
-    if "Timeout" in name:
-        return f"{name} (no answer within {opts.request_timeout:g}s; RUNAI_REQUEST_TIMEOUT)"
-    return name
-
-
-def _api_error(what: str, status: int | None, body: Any, url: str) -> RunaiError:
-    if status == 401:
-        return RunaiError(f"{what}: Run:ai at {url} refused the token (HTTP 401): check RUNAI_CLIENT_ID and "
-                          "RUNAI_CLIENT_SECRET", 401)
-    if status == 403:
-        return RunaiError(f"{what}: forbidden (HTTP 403): the service account lacks the role for this "
-                          "(plan needs read access to the project's workloads; apply a workspace-writing role)", 403)
-    message = ""
-    try:
-        parsed = json.loads(body) if isinstance(body, str | bytes) else body
-        if isinstance(parsed, dict):
-            message = str(parsed.get("message") or "")
-    except ValueError:
-        message = ""
-    return RunaiError(f"{what}: HTTP {status}" + (f": {' '.join(message.split())[:300]}" if message else ""), status)
-
-
-def _connect(opts: RunaiOptions) -> Any:
-    """A runapy client with a token; a refused credential is one RunaiError naming the variables."""
-    import logging
-
-    from runai.api_client import ApiClient
-    from runai.configuration import Configuration
-    from runai.runai_client import RunaiClient
-    from urllib3.exceptions import HTTPError
-
-    class Client(ApiClient):
-        """runapy's client with a timeout on every request and a token request that checks its status."""
-
-        def call_api(self, *args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("_request_timeout", opts.request_timeout)
-            return super().call_api(*args, **kwargs)
-
-        def _make_token_request(self) -> str:
-            body = json.dumps({"grantType": "app_token", "AppId": opts.client_id, "AppSecret": opts.client_secret})
-            url = f"{self.configuration.runai_base_url}/api/v1/token"
-            headers = {"Accept": "application/json", "Content-Type": "application/json"}
-            response = self.rest_client.request(  # type: ignore[no-untyped-call]
-                method="POST", url=url, body=body, headers=headers, _request_timeout=opts.request_timeout)
-            data = response.read()
-            if response.status in (400, 401, 403):
-                raise RunaiError(f"Run:ai at {opts.url} refused the client credentials (HTTP {response.status}): "
-                                 "check RUNAI_CLIENT_ID and RUNAI_CLIENT_SECRET", response.status)
-            if response.status != 200:
-                raise RunaiError(f"Run:ai at {opts.url}: the token request failed (HTTP {response.status})",
-                                 response.status)
-            try:
-                token = json.loads(data)["accessToken"]
-            except (ValueError, KeyError, TypeError):
-                raise RunaiError(f"Run:ai at {opts.url}: the token answer has no accessToken") from None
-            return str(token)
-
-    quiet = logging.getLogger("reconciler.runai.runapy")
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    config = Configuration(client_id=str(opts.client_id), client_secret=str(opts.client_secret),
-                           runai_base_url=opts.url, retry_enabled=False, logger=quiet)
-    try:
-        return RunaiClient(Client(config))  # type: ignore[no-untyped-call]
-    except HTTPError as e:
-        raise RunaiError(f"cannot reach Run:ai at {opts.url}: {_why(e, opts)}") from None
-    except ValueError:  # the token is not a JWT with an expiry (runapy refreshes by it)
-        raise RunaiError(f"Run:ai at {opts.url}: the token answer is not a JWT with an expiry") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from reconciler.errors import ConfigError, ValidationFailed, quote
+from reconciler.fields import format_quantity, parse_quantity
 from reconciler.loader import Document, load_document, read_git_commit
 from reconciler.models import (
     API_VERSION,
@@ -26,8 +27,6 @@ from reconciler.models import (
     Project,
     Repo,
     Workspace,
-    format_quantity,
-    parse_quantity,
 )
 from reconciler.placement import gpu_text, is_fraction, memory_with_shm
 

@@ -11,7 +11,7 @@ OWNER = {
     "kubernetes": "reconciler.cluster",
     "git": "reconciler.policy",
     "urllib": "reconciler.github_api",
-    "runai": "reconciler.runai",
+    "runai": "reconciler.runai_client",
 }
 
 

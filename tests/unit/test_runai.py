@@ -11,10 +11,10 @@ from runai.models import WorkspaceCreationRequest
 
 from reconciler.changeset import LiveState, PlanOptions
 from reconciler.plan import compute_plan
-from reconciler.runai import (
+from reconciler.runai import annotate
+from reconciler.runai_spec import (
     ANNOTATION_SPEC_HASH,
     KIND,
-    annotate,
     api_spec,
     live_object,
     powershell_hint,
