@@ -176,12 +176,9 @@ def test_vs_code_opens_the_folder_without_asking_to_trust_it(team: Team) -> None
     assert "trust the authors" not in shown and "restricted mode" not in shown, shown[:1000]
 
 
-def test_jupyterlab_fetches_no_news_and_logs_no_deprecation_warning(team: Team) -> None:
-    """News off in JupyterLab's page config (LabApp.news_url=None); no NotebookApp flag, so no warning about it.
-
-    JupyterLab 4 still asks "Would you like to get notified about official Jupyter news?" on first open:
-    that question comes from its frontend settings (fetchNews), which no server flag changes; only an
-    overrides.json in the image does (see docs/CLUSTER.md)."""
+def test_jupyterlab_opens_without_a_news_prompt_and_logs_no_deprecation_warning(team: Team) -> None:
+    """News off in JupyterLab's page config (LabApp.news_url=None) and in the image's settings overrides
+    (no "Would you like to get notified about official Jupyter news?"); no NotebookApp flag, so no warning."""
     posted = team.posted["jupyterlab"]
     token = team.credential(posted, "jupyterlab")
     page = ides.curl(team.plane.ingress, f"{posted.url}?token={token}")
@@ -195,6 +192,10 @@ def test_jupyterlab_fetches_no_news_and_logs_no_deprecation_warning(team: Team) 
     noisy = [line for line in (log.stdout + log.stderr).splitlines()
              if re.search(r"NotebookApp|notebook_dir|deprecat", line, re.I)]
     assert noisy == [], noisy
+    shown = ides.browser_first_open(team.plane.ingress, posted.url, "jupyterlab", token,
+                                    ides.ARTIFACTS / "jupyterlab-first-open.png").lower()
+    assert "launcher" in shown or "notebook" in shown, shown[:500]  # JupyterLab painted, not a blank page
+    assert "jupyter news" not in shown and "newer version" not in shown, shown[:1000]
 
 
 def test_python_runs_in_a_jupyterlab_console_over_the_ingress_websocket(team: Team) -> None:

@@ -15,5 +15,11 @@ python3 -m venv /opt/jupyter
 /opt/jupyter/bin/pip install --no-cache-dir --no-input --disable-pip-version-check \
   --require-hashes --only-binary=:all: -r "$req"
 /opt/jupyter/bin/pip check
+# No "Would you like to get notified about official Jupyter news?" and no update notice on first open:
+# a frontend setting that no server flag reaches, so the image's settings overrides turn it off.
+mkdir -p /opt/jupyter/share/jupyter/lab/settings
+cat > /opt/jupyter/share/jupyter/lab/settings/overrides.json <<'JSON'
+{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
+JSON
 /opt/jupyter/bin/jupyter lab --version
 rm -rf /root/.cache
