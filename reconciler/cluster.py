@@ -14,7 +14,6 @@ read with `json.loads` instead of the typed models (much faster on large LISTs) 
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import datetime as dt
 import json
@@ -36,7 +35,8 @@ from reconciler.errors import ClusterError, LockError
 from reconciler.extensions import extension_notes
 from reconciler.lease import ApplyOptions as ApplyOptions
 from reconciler.lease import Lease as Lease
-from reconciler.lifecycle import Activity
+from reconciler.lifecycle import Activity, code_server_heartbeat, jupyter_last_activity
+from reconciler.listing import StreamedList
 from reconciler.plan import Action, LiveState, ObjectId, Plan, StatusRow, WorkspaceResult, is_ours
 from reconciler.readiness import deployment_ready, parse_time, status_rows, unready_names, why_not_ready
 from reconciler.render import (
@@ -170,7 +170,7 @@ class Cluster:
 
             def read(r: Any, kept: list[Json] = kept) -> str:
                 kept.clear()  # a page read again after a lost connection starts over
-                page = _StreamedList(r.response.stream(1 << 20))
+                page = StreamedList(r.response.stream(1 << 20))
                 for item in page.items():
                     if (k := keep(item)) is not None:
                         kept.append(k)
@@ -419,7 +419,7 @@ class Cluster:
         source = f"{'code-server' if w.tool == 'vscode' else 'jupyter_server'} /{path}"
         try:
             raw = self.proxy_get(w.name, PORT_NAME, path)
-            last = (_code_server_heartbeat(raw) if w.tool == "vscode" else _jupyter_last_activity(raw))
+            last = (code_server_heartbeat(raw) if w.tool == "vscode" else jupyter_last_activity(raw))
         except ClusterError as e:
             return Activity(w.name, None, source, _short(e))
         except ValueError as e:
@@ -459,112 +459,6 @@ def _keep_live(kind: str, namespace: str, wanted: Collection[ObjectId] | None, i
     if wanted is None or ObjectId(kind, namespace, str(meta.get("name", ""))) in wanted:
         return item
     return None
-
-
-class _StreamedList:
-    """A LIST answer (`{"kind":..., "metadata":..., "items":[...]}`) decoded from a stream of byte
-    chunks one item at a time: `items()` yields each item as soon as it is complete; the other
-    top-level fields (the list's `metadata` with `continue`) are in `metadata` once it is done."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._utf8 = codecs.getincrementaldecoder("utf-8")()
-        self._buf = ""
-        self._pos = 0
-        self._eof = False
-        self._json = json.JSONDecoder()
-        self.metadata: Json = {}
-
-    def _more(self) -> bool:
-        if self._eof:
-            return False
-        for chunk in self._chunks:
-            if chunk:
-                self._buf = self._buf[self._pos:] + self._utf8.decode(chunk)
-                self._pos = 0
-                return True
-        self._buf = self._buf[self._pos:] + self._utf8.decode(b"", final=True)
-        self._pos = 0
-        self._eof = True
-        return False
-
-    def _peek(self) -> str:
-        """The next character that is not white space (not consumed); '' at the end."""
-        while True:
-            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
-                self._pos += 1
-            if self._pos < len(self._buf):
-                return self._buf[self._pos]
-            if not self._more():
-                return ""
-
-    def _expect(self, chars: str) -> str:
-        c = self._peek()
-        if not c or c not in chars:
-            raise ValueError(f"expected {' or '.join(repr(x) for x in chars)} at byte {self._pos}, got {c!r}")
-        self._pos += 1
-        return c
-
-    def _value(self) -> Any:
-        self._peek()
-        while True:
-            try:
-                value, end = self._json.raw_decode(self._buf, self._pos)
-            except json.JSONDecodeError:
-                if self._more():  # the value may only be incomplete
-                    continue
-                raise
-            # A number could go on in the next chunk; anything else ends where it ends.
-            if end == len(self._buf) and isinstance(value, int | float) and self._more():
-                continue
-            self._pos = end
-            return value
-
-    def _batch(self) -> list[Json]:
-        """The complete items at the start of the buffer, decoded in one call, with the `,` after them.
-
-        One call shares the decoder's memo of object keys between the items, as decoding a whole
-        page does (one item per call would keep a copy of every key per object: a third more memory).
-        Items of a LIST answer start with `{"metadata":`; the last `},{"metadata":` in the buffer is
-        taken for the end of an item, and only if the text before it decodes as a list of objects
-        (a cut inside an item cannot: its braces would not balance); otherwise nothing is decoded."""
-        end = self._buf.rfind('},{"metadata":', self._pos)
-        if end < 0 or self._buf[self._pos] != "{":
-            return []
-        try:
-            items: list[Json] = json.loads(f"[{self._buf[self._pos:end + 1]}]")
-        except json.JSONDecodeError:
-            return []
-        if not all(isinstance(i, dict) for i in items):
-            return []
-        self._pos = end + 2
-        return items
-
-    def items(self) -> Iterator[Json]:
-        self._expect("{")
-        if self._peek() == "}":
-            self._pos += 1
-            return
-        while True:
-            key = self._value()
-            self._expect(":")
-            if key == "items" and self._peek() == "[":
-                self._pos += 1
-                if self._peek() == "]":
-                    self._pos += 1
-                else:
-                    while True:
-                        yield from self._batch()
-                        item = self._value()
-                        if not isinstance(item, dict):
-                            raise ValueError("an item is not an object")
-                        yield item
-                        if self._expect(",]") == "]":
-                            break
-            else:
-                self.metadata[str(key)] = self._value()
-            if self._expect(",}") == "}":
-                return
 
 
 def _run_all(ops: list[Callable[[], object]]) -> None:
@@ -620,22 +514,3 @@ def _api_error(status: int, raw: bytes, what: str) -> ClusterError:
     reason = {401: "unauthorized (check the kubeconfig's credentials)",
               403: "forbidden", 404: "not found", 409: "conflict", 422: "invalid"}.get(status, "failed")
     return ClusterError(f"{what}: {reason} ({status}): {msg}".rstrip(": "), status)
-
-
-def _code_server_heartbeat(raw: bytes) -> dt.datetime | None:
-    """code-server's `/healthz`: `{"status": "alive", "lastHeartbeat": <ms since the epoch, 0: never>}`."""
-    data = json.loads(raw)
-    beat = data.get("lastHeartbeat") if isinstance(data, dict) else None
-    if not isinstance(beat, int | float) or isinstance(beat, bool):
-        raise ValueError("no lastHeartbeat")
-    return dt.datetime.fromtimestamp(beat / 1000, dt.UTC) if beat > 0 else None
-
-
-def _jupyter_last_activity(raw: bytes) -> dt.datetime | None:
-    """jupyter_server's `/metrics` (Prometheus text): `jupyter_server_last_activity_timestamp_seconds <s>`."""
-    for line in raw.decode("utf-8", "replace").splitlines():
-        name, _, value = line.partition(" ")
-        if name == "jupyter_server_last_activity_timestamp_seconds":
-            seconds = float(value.strip())
-            return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds > 0 else None
-    raise ValueError("no jupyter_server_last_activity_timestamp_seconds")

@@ -410,3 +410,22 @@ def expiry_errors(repo: Repo, today: dt.date, new_paths: Iterable[str] = (),
         doc = parse_document((text or "").encode("utf-8"), path)
         errors += [doc.error(("spec", "expires"), p) for p in problems]
     return errors
+
+
+def code_server_heartbeat(raw: bytes) -> dt.datetime | None:
+    """code-server's `/healthz`: `{"status": "alive", "lastHeartbeat": <ms since the epoch, 0: never>}`."""
+    data = json.loads(raw)
+    beat = data.get("lastHeartbeat") if isinstance(data, dict) else None
+    if not isinstance(beat, int | float) or isinstance(beat, bool):
+        raise ValueError("no lastHeartbeat")
+    return dt.datetime.fromtimestamp(beat / 1000, dt.UTC) if beat > 0 else None
+
+
+def jupyter_last_activity(raw: bytes) -> dt.datetime | None:
+    """jupyter_server's `/metrics` (Prometheus text): `jupyter_server_last_activity_timestamp_seconds <s>`."""
+    for line in raw.decode("utf-8", "replace").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "jupyter_server_last_activity_timestamp_seconds":
+            seconds = float(value.strip())
+            return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds > 0 else None
+    raise ValueError("no jupyter_server_last_activity_timestamp_seconds")

@@ -1,4 +1,4 @@
-"""Memory and CPU of decoding one LIST page: whole (`json.loads`) against `cluster._StreamedList`.
+"""Memory and CPU of decoding one LIST page: whole (`json.loads`) against `listing.StreamedList`.
 
 An in-process experiment, not part of `make bench` (which never imports the reconciler): 1,000
 copies of a Deployment recorded from the real apiserver (tests/data/plan/live/), shaped as the
@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reconciler.cluster import _StreamedList  # noqa: E402
+from reconciler.listing import StreamedList  # noqa: E402
 
 
 def page(n: int = 1000) -> bytes:
@@ -50,17 +50,17 @@ def main() -> None:
     chunks = [body[i:i + (1 << 20)] for i in range(0, len(body), 1 << 20)]
     print(f"one page of 1,000 Deployments: {len(body) / 1e6:.1f} MB of JSON")
     whole = kept_mb(lambda: json.loads(body)["items"])
-    streamed = kept_mb(lambda: list(_StreamedList(chunks).items()))
+    streamed = kept_mb(lambda: list(StreamedList(chunks).items()))
     print(f"json.loads of the page: kept {whole[0]:.1f} MB, peak {whole[1]:.1f} MB")
-    print(f"_StreamedList:          kept {streamed[0]:.1f} MB, peak {streamed[1]:.1f} MB")
+    print(f"StreamedList:          kept {streamed[0]:.1f} MB, peak {streamed[1]:.1f} MB")
     for _ in range(3):
         t = time.process_time()
         json.loads(body)
         a = time.process_time() - t
         t = time.process_time()
-        list(_StreamedList(chunks).items())
+        list(StreamedList(chunks).items())
         b = time.process_time() - t
-        print(f"CPU s: json.loads {a:.3f}, _StreamedList {b:.3f}")
+        print(f"CPU s: json.loads {a:.3f}, StreamedList {b:.3f}")
 
 
 if __name__ == "__main__":
