@@ -130,6 +130,14 @@ def _claims(deployment: Mapping[str, Any] | None) -> list[str]:
     return claims
 
 
+def data_kept_note(claims: list[str], folder: str | None = None) -> str:
+    """What deleting a workspace keeps: its PVCs (never deleted) and, when known, the owner's folder on them."""
+    if not claims:
+        return "no PVC is mounted: whatever the pod wrote outside a PVC is lost"
+    note = f"data is kept: PVC {', '.join(claims)} {'is' if len(claims) == 1 else 'are'} not deleted"
+    return note + (f"; the owner's files stay in {folder} (in any workspace that mounts it)" if folder else "")
+
+
 def _delete_key(change: ObjectChange) -> tuple[int, ObjectId]:
     kind = change.id.kind
     return (DELETE_ORDER.index(kind) if kind in DELETE_ORDER else len(DELETE_ORDER), change.id)
@@ -146,11 +154,8 @@ def _deleted_workspace(name: str, changes: list[ObjectChange], live: LiveState) 
     for obj in objs.values():
         source = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SOURCE) or source
     kept = _claims(objs.get("Deployment"))
-    notes = (
-        [f"data is kept: PVC {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} not deleted"]
-        if kept
-        else ["no PVC is mounted: whatever the pod wrote outside a PVC is lost"]
-    )
+    containers = pod_spec(objs.get("Deployment")).get("containers") or [{}]
+    notes = [data_kept_note(kept, containers[0].get("workingDir"))]
     return WorkspacePlan(
         name=name,
         owner="",

@@ -49,6 +49,7 @@ from reconciler.changeset import (
 )
 from reconciler.errors import LockError
 from reconciler.lease import ApplyOptions, default_holder
+from reconciler.plan import data_kept_note
 from reconciler.render import DesiredWorkspace
 from reconciler.runai_client import RunaiApi, RunaiError, RunaiOptions
 from reconciler.runai_spec import ANNOTATION_SPEC_HASH, KIND, live_object, powershell_hint
@@ -140,8 +141,7 @@ def _annotate_workspace(w: WorkspacePlan, urls: dict[str, str]) -> WorkspacePlan
             notes.append("resume (state: running): the pod starts again")
     if w.action is Action.DELETE:
         kept = _pvcs(change.live)
-        notes = ([f"data is kept: PVC {', '.join(kept)} {'is' if len(kept) == 1 else 'are'} not deleted"] if kept
-                 else ["no PVC is mounted: whatever the pod wrote outside a PVC is lost"])
+        notes = [data_kept_note(kept)]
         return dataclasses.replace(w, url=url, kept_pvcs=kept, notes=notes)
     if w.action in (Action.CREATE, Action.UPDATE) and " | grep " in w.credential_hint:
         notes.append(f"on Windows (PowerShell): {powershell_hint(w.credential_hint)}")

@@ -752,7 +752,8 @@ def test_a_workspace_whose_file_is_gone_is_deleted_ingress_first_keeping_its_pvc
         "Deployment/sample-project/john-smith-lab",
     ]
     assert wp.kept_pvcs == ["sample-project-pvc", "scratch-pvc"]
-    assert wp.notes == ["data is kept: PVC sample-project-pvc, scratch-pvc are not deleted"]
+    assert wp.notes == ["data is kept: PVC sample-project-pvc, scratch-pvc are not deleted; the owner's files stay in "
+                        "/sample-project-pvc/workspaces/john-smith (in any workspace that mounts it)"]
     assert wp.url == f"https://{PROJECT}-john-smith-lab.{DOMAIN}"
     assert wp.source == "workspaces/john-smith-lab.yaml"
     assert [w.name for w in plan.deletes] == ["john-smith-lab"]
