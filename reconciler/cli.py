@@ -28,22 +28,14 @@ from reconciler import __version__
 from reconciler.cost import plan_cost, running_cost
 from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed, one_line
 from reconciler.lifecycle import expiry_errors, expiry_warnings, human, iso, parse_iso
+from reconciler.markup import escape_markdown
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
 from reconciler.render import DesiredWorkspace, render
-from reconciler.report import (
-    escape_markdown,
-    github_error_command,
-    github_notice_command,
-    plan_json,
-    plan_markdown,
-    plan_text,
-    status_json,
-    status_markdown,
-    status_text,
-    validation_markdown,
-)
+from reconciler.report import plan_json, plan_markdown, plan_text
+from reconciler.status_report import status_json, status_markdown, status_text
 from reconciler.validate import load_repo
+from reconciler.workflow_output import github_error_command, github_notice_command, validation_markdown
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: ~10x faster for thousands of files
 EXIT_OK = 0
