@@ -1,100 +1,40 @@
 """The `reconcile` command: parse options, call one function, render its result, exit with a code.
 
-Exit codes: 0 success; 1 any error; 2 success with changes (`--detailed-exitcode`); 64 a usage
-error (click's own usage errors exit 2, which would collide with "changes": they are mapped).
-Results go to stdout, diagnostics to stderr. An internal error (a bug) is one line; with
-``RECONCILE_DEBUG=1`` its traceback comes first (CI logs of a bug need it).
+Results go to stdout, diagnostics to stderr. The exit codes and the one-line errors are the click
+group's (`command.py`); the work is the modules': `run` (plan/apply), `status`, `proposals`
+(lifecycle), `importer`, `catalog`, `writer`; the rendering is `report`, `status_report` and
+`workflow_output`'s; the job summary and PR comments go out through `publish`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import gc
 import json
 import os
 import re
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from reconciler import __version__
-from reconciler.cost import plan_cost, running_cost
+from reconciler.backend import select_backend
+from reconciler.command import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, ReconcileGroup, count, pass_options_down
 from reconciler.errors import ConfigError, GitHubError, ReconcileError, ValidationFailed, one_line
-from reconciler.lifecycle import expiry_errors, expiry_warnings, human, iso, parse_iso
+from reconciler.lifecycle import expiry_errors, parse_iso
 from reconciler.models import KIND_MODELS, SCHEMA_FILES, Repo, json_schema
 from reconciler.plan import Plan, PlanOptions, WorkspaceResult
-from reconciler.render import DesiredWorkspace, render
-from reconciler.report import (
-    escape_markdown,
-    github_error_command,
-    github_notice_command,
-    plan_json,
-    plan_markdown,
-    plan_text,
-    status_json,
-    status_markdown,
-    status_text,
-    validation_markdown,
-)
+from reconciler.publish import post_report, report_failure, write_summary
+from reconciler.render import render
+from reconciler.report import plan_json, plan_markdown, plan_text
+from reconciler.status_report import status_json, status_markdown, status_text
 from reconciler.validate import load_repo
-
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: ~10x faster for thousands of files
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-EXIT_USAGE = 64
-
-
-class ReconcileGroup(click.Group):
-    """A click group that owns its exit codes: usage errors exit 64, never a traceback."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        # A short-lived command builds many small dicts (LIST pages, rendered objects) that are
-        # all alive until it ends: the cycle collector only walks them (0.4 s of a 1,000-workspace plan).
-        gc.set_threshold(200_000, 50, 100)
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            exc.show()
-            sys.exit(EXIT_USAGE)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(EXIT_ERROR)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(EXIT_ERROR)
-        except ValidationFailed as exc:
-            for error in exc.errors:
-                click.echo(str(error), err=True)
-            click.echo(f"error: {_count(len(exc.errors), 'validation error')}", err=True)
-            sys.exit(EXIT_ERROR)
-        except ReconcileError as exc:
-            click.echo(f"error: {one_line(str(exc))}", err=True)
-            sys.exit(EXIT_ERROR)
-        except Exception as exc:  # a bug: say so in one line; the traceback only when asked for
-            if os.environ.get("RECONCILE_DEBUG", "").strip() not in ("", "0"):
-                click.echo("".join(traceback.format_exception(exc)), err=True, nl=False)
-            message = f"internal error: {type(exc).__name__}: {one_line(str(exc))} (please report)"
-            click.echo(message, err=True)
-            sys.exit(EXIT_ERROR)
-        sys.exit(result if isinstance(result, int) else EXIT_OK)
-
+from reconciler.workflow_output import github_error_command, github_notice_command, validation_markdown
+from reconciler.writer import next_step, write_new_file, write_rendered
 
 _OUTPUT = click.Choice(["text", "json", "markdown"])
 _REPO_OPTION = click.option(
@@ -164,7 +104,7 @@ def main(ctx: click.Context, /, **options: Any) -> int:
     Without a subcommand: compute the plan and apply it (or only show it with --dry-run).
     """
     if ctx.invoked_subcommand is not None:
-        _pass_options_down(ctx, options)
+        pass_options_down(ctx, options)
         return EXIT_OK
     commands = set(ctx.command.commands) if isinstance(ctx.command, click.Group) else set()
     clash = sorted(set(options["adopt"]) & commands)
@@ -175,39 +115,8 @@ def main(ctx: click.Context, /, **options: Any) -> int:
         return _reconcile(run)
     except ReconcileError as e:
         if run.comment and not run.dry_run and not isinstance(e, GitHubError):
-            _report_failure(str(e))
+            report_failure(str(e))
         raise
-
-
-def _pass_options_down(ctx: click.Context, options: dict[str, Any]) -> None:
-    """Options given before a subcommand become its defaults, or a usage error when it has no such option.
-
-    Click would otherwise parse them as the plan/apply verb's and drop them silently
-    (`reconcile --repo X validate` validated "."). The same option after the subcommand wins.
-    """
-    name = ctx.invoked_subcommand or ""
-    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
-    assert command is not None
-    given = [p for p in ctx.command.params
-             if p.name in options and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
-    takes = {p.name for p in command.params}
-    stray = [p for p in given if p.name not in takes]
-    if stray:
-        flags = ", ".join(_flag(p, options[p.name]) for p in stray)
-        what = "it is an option" if len(stray) == 1 else "they are options"
-        raise click.UsageError(
-            f"{flags} {'does' if len(stray) == 1 else 'do'} not apply to `reconcile {name}`: "
-            f"{what} of the plan/apply command (`reconcile` without a subcommand)",
-            ctx,
-        )
-    ctx.default_map = {name: {p.name: options[p.name] for p in given if p.name is not None}}
-
-
-def _flag(param: click.Parameter, value: Any) -> str:
-    """How the user spelled an option: `--no-wait` for a false `--wait/--no-wait`."""
-    if isinstance(param, click.Option) and param.secondary_opts and value is False:
-        return param.secondary_opts[0]
-    return param.opts[0]
 
 
 @dataclass
@@ -233,7 +142,7 @@ def _reconcile(o: RunOptions) -> int:
     from reconciler.cluster import ClusterOptions
 
     repo = load_repo(o.repo)
-    backend, desired, namespace = _backend(repo)
+    backend, desired, namespace = select_backend(repo)
     unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
     if unknown:
         raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
@@ -246,7 +155,7 @@ def _reconcile(o: RunOptions) -> int:
         backend=backend,
     )
     plan, results, refused = result.plan, result.results, result.refused
-    extras = _plan_extras(repo, plan)
+    extras = run.plan_extras(repo, plan)
     if refused is not None and not o.dry_run:
         # The plan for the log and the job summary; the PR gets the failure and how to re-run.
         _emit_plan(dataclasses.replace(o, comment=False), plan, results, repo.commit, extras)
@@ -267,41 +176,6 @@ def _reconcile(o: RunOptions) -> int:
     return EXIT_CHANGES if o.detailed_exitcode and plan.has_changes else EXIT_OK
 
 
-def _backend(repo: Repo) -> tuple[Any, list[DesiredWorkspace], str]:
-    """project.yaml's backend: (None for the cluster, the desired workspaces, the namespace or Run:ai project)."""
-    runai_spec = repo.project.spec.runai
-    if repo.project.spec.backend != "runai" or runai_spec is None:
-        return None, render(repo), repo.project.namespace
-    from reconciler.runai import RunaiBackend  # runapy: only with backend runai
-    from reconciler.runai_client import RunaiOptions
-    from reconciler.runai_spec import render_runai
-
-    desired = render_runai(repo)
-    opts = RunaiOptions(url=runai_spec.url, cluster=runai_spec.cluster, project=runai_spec.project)
-    return RunaiBackend(repo.project.metadata.name, opts, desired), desired, runai_spec.project
-
-
-def _report_failure(reason: str) -> None:
-    """A failed apply says why on the merged PR (a warning when that is not possible)."""
-    from reconciler.github import publish_failure  # HTTP: only when a run posts (not on the plan path)
-
-    try:
-        url = publish_failure(one_line(reason))
-        click.echo(f"commented: {url}", err=True)
-    except GitHubError as e:
-        click.echo(f"warning: the failure was not posted: {one_line(str(e))}", err=True)
-
-
-def _plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
-    """The plan comment's cost section and expiry warnings (for the changed workspaces)."""
-    changed = [w.name for w in plan.workspaces if w.action.value in ("create", "update")]
-    today = dt.datetime.now(dt.UTC).date()
-    # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
-    prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
-    cost = plan_cost(plan, prices, repo.project.spec.node_pools)
-    return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}
-
-
 def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], commit: str | None,
                extras: dict[str, Any] | None = None) -> None:
     markdown = None
@@ -318,25 +192,9 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
 
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit,
                                  details_url=workflow_run_url(), **extras)
-        _summary(markdown)
+        write_summary(markdown)
     if o.comment:
-        from reconciler.github import publish_report
-
-        try:
-            url = publish_report(markdown or "", dry_run=o.dry_run)
-            click.echo(f"commented: {url}", err=True)
-        except GitHubError as e:
-            click.echo(f"warning: the report was not posted: {one_line(str(e))}", err=True)
-
-
-def _summary(markdown: str) -> None:
-    """The job summary is a by-product: a failure to write it is a warning, never the run's result."""
-    from reconciler.github import write_step_summary
-
-    try:
-        write_step_summary(markdown)
-    except GitHubError as e:
-        click.echo(f"warning: the job summary was not written: {one_line(str(e))}", err=True)
+        post_report(markdown or "", dry_run=o.dry_run)
 
 
 def _progress(total: int) -> Callable[[list[str], list[str]], None]:
@@ -367,34 +225,22 @@ def _progress(total: int) -> Callable[[list[str], list[str]], None]:
               help="Only LOGIN's workspaces (and orphaned ones whose name starts with 'LOGIN-').")
 def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | None, owner: str | None) -> int:
     """Live state of every workspace: ready, not ready, stopped, missing or orphaned; URL and hint."""
-    from reconciler.cluster import Cluster, ClusterOptions
+    from reconciler.cluster import ClusterOptions
+    from reconciler.status import workspace_status
 
     loaded = load_repo(repo)
     if loaded.project.spec.backend == "runai":
         raise click.UsageError("`reconcile status` reads Kubernetes only; with backend: runai use the Run:ai "
                                "dashboard or `runai workspace list -p <project>`")
-    cluster = Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
-    desired = render(loaded)
-    rows = cluster.status(loaded.project.metadata.name, desired)
-    if owner is not None:
-        rows = [r for r in rows if r.owner == owner or (r.state == "orphaned" and r.name.startswith(f"{owner}-"))]
-    running = [w for w in desired if any(r.name == w.name and r.state in ("ready", "not ready") for r in rows)]
-    seen = cluster.activity(loaded.project.metadata.name, running)
-    last = {name: a.last_active for name, a in seen.items() if a.last_active is not None}
-    rows = [dataclasses.replace(r, last_active=iso(last[r.name])) if r.name in last else r for r in rows]
-    now = dt.datetime.now(dt.UTC)
-    shown = {name: f"{human(now - moment)} ago" for name, moment in last.items()}
-    prices = loaded.project.spec.prices
-    pools = loaded.project.spec.node_pools
-    total = running_cost((w.objects[0] for w in running), prices, pools) if prices is not None else None
-    cost = total.as_json() if total is not None else None
-    cost_line = total.line() if total is not None else None
+    result = workspace_status(loaded, ClusterOptions(kubeconfig=kubeconfig, context=kube_context), owner)
+    rows = result.rows
     if output == "json":
-        click.echo(json.dumps(status_json(rows, cost), indent=2))
+        click.echo(json.dumps(status_json(rows, result.cost), indent=2))
     elif output == "markdown":
         click.echo(status_markdown(rows))
     else:
-        click.echo(status_text(rows, color=sys.stdout.isatty(), last_active=shown, cost_line=cost_line), nl=False)
+        click.echo(status_text(rows, color=sys.stdout.isatty(), last_active=result.last_active,
+                               cost_line=result.cost_line), nl=False)
     return EXIT_OK
 
 
@@ -414,9 +260,15 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
     Reads activity from the cluster (read-only) and writes only to GitHub (GITHUB_TOKEN,
     GITHUB_REPOSITORY, GITHUB_API_URL); never applies. Without GITHUB_TOKEN it is a dry run.
     """
-    from reconciler.cluster import Cluster, ClusterOptions
+    from reconciler.cluster import ClusterOptions
     from reconciler.github_api import GitHubContext
-    from reconciler.proposals import LifecycleOptions, run_lifecycle
+    from reconciler.proposals import (
+        LifecycleOptions,
+        activity_source,
+        lifecycle_json,
+        lifecycle_markdown,
+        run_lifecycle,
+    )
 
     now = dt.datetime.now(dt.UTC)
     if now_text is not None:
@@ -426,9 +278,7 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
         now = parsed
     loaded = load_repo(repo)
     desired = render(loaded)
-    needs_activity = loaded.project.spec.idle is not None and loaded.project.spec.backend == "kubernetes"
-    source = (Cluster(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
-              if needs_activity else None)
+    source = activity_source(loaded, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     ctx = None
     if os.environ.get("GITHUB_TOKEN", "").strip():
         ctx = GitHubContext.from_env()
@@ -437,16 +287,7 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
     result = run_lifecycle(loaded, desired, source, ctx, LifecycleOptions(now=now, dry_run=dry_run, base=base))
     plan = result.plan
     if output == "json":
-        click.echo(json.dumps({
-            "now": iso(now),
-            "activity": {n: {"lastActive": iso(a.last_active) if a.last_active else None, "source": a.source,
-                             "error": a.error or None} for n, a in sorted(result.activity.items())},
-            "pullRequests": [{"kind": p.kind, "owner": p.owner, "action": p.action, "workspaces": p.workspaces,
-                              "number": p.pull.number if p.pull else None,
-                              "url": result.urls.get((p.kind, p.owner)) or (p.pull.url if p.pull else None)}
-                             for p in plan.proposals],
-            "warnings": plan.warnings, "remembered": plan.remembered, "unknown": plan.unknown,
-        }, indent=2))
+        click.echo(json.dumps(lifecycle_json(result, now), indent=2))
     else:
         for line in result.done:
             click.echo(line)
@@ -456,10 +297,7 @@ def lifecycle(repo: Path, output: str, kubeconfig: str | None, kube_context: str
             click.echo(f"warning: {line}", err=True)
         for line in plan.remembered + plan.unknown:
             click.echo(f"notice: {line}", err=True)
-    summary = ["### reconcile lifecycle", ""] + [f"- {escape_markdown(x)}" for x in result.done or ["nothing to do"]]
-    summary += [f"- warning: {escape_markdown(x)}" for x in plan.warnings]
-    summary += [f"- {escape_markdown(x)}" for x in plan.remembered + plan.unknown]
-    _summary("\n".join(summary) + "\n")
+    write_summary(lifecycle_markdown(result))
     return EXIT_OK
 
 
@@ -512,12 +350,12 @@ def validate(repo: Path, output_format: str, actor: str | None, base: str | None
     if output_format != "github":
         for notice in notices:
             click.echo(f"notice: {notice}", err=True)
-    _summary(validation_markdown(errors, notices))  # GitHub annotates 10 per step: the summary has all
+    write_summary(validation_markdown(errors, notices))  # GitHub annotates 10 per step: the summary has all
     if errors:
         files = len({e.path for e in errors})
-        click.echo(f"error: {_count(len(errors), 'validation error')} in {_count(files, 'file')}", err=True)
+        click.echo(f"error: {count(len(errors), 'validation error')} in {count(files, 'file')}", err=True)
         return EXIT_ERROR
-    click.echo(f"ok: {_count(len(loaded.workspaces), 'workspace')}, {_count(loaded.block_count, 'block')}", err=True)
+    click.echo(f"ok: {count(len(loaded.workspaces), 'workspace')}, {count(loaded.block_count, 'block')}", err=True)
     return EXIT_OK
 
 
@@ -542,18 +380,12 @@ def _expiry_errors(loaded: Repo, repo: Path, base: str | None) -> list[ConfigErr
 def render_command(repo: Path, output_dir: Path) -> int:
     """Write the desired objects as YAML files, one per object."""
     loaded = load_repo(repo)
-    desired = _backend(loaded)[1]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for workspace in desired:
-        for obj in workspace.objects:
-            path = output_dir / f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-            text = yaml.dump(obj, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
-            path.write_text(text, encoding="utf-8")
-            click.echo(str(path))
-            count += 1
-    workspaces = _count(len(desired), "workspace")
-    click.echo(f"rendered {_count(count, 'object')} for {workspaces} into {output_dir}", err=True)
+    desired = select_backend(loaded)[1]
+    written = write_rendered(desired, output_dir)
+    for path in written:
+        click.echo(str(path))
+    workspaces = count(len(desired), "workspace")
+    click.echo(f"rendered {count(len(written), 'object')} for {workspaces} into {output_dir}", err=True)
     return EXIT_OK
 
 
@@ -621,10 +453,10 @@ def new_command(repo: Path, owner: str, tool: str, name: str | None, environment
     loaded = load_repo(repo)
     made = new_workspace(loaded, owner, tool, name=name, environment=environment, compute=compute,
                          data_sources=list(data_sources) or None)
-    path = _write_new_file(repo, made.path, made.text, made.name)
+    path = write_new_file(repo, made.path, made.text, made.name)
     click.echo(str(path))
     click.echo(f"wrote {path}", err=True)
-    click.echo(_next_step([made.path], f"Add workspace {made.name}", f"add-{made.name}"), err=True)
+    click.echo(next_step([made.path], f"Add workspace {made.name}", f"add-{made.name}"), err=True)
     return EXIT_OK
 
 
@@ -643,7 +475,7 @@ def import_command(repo: Path, kubeconfig: str | None, kube_context: str | None,
 
     Exit 0 when every one found was written (or there was none), 1 when any did not match."""
     from reconciler.cluster import ClusterOptions
-    from reconciler.importer import candidates, file_text, read_namespace
+    from reconciler.importer import candidates, read_namespace, write_matches
 
     by_name: dict[str, str] = {}
     for pair in owners:
@@ -654,18 +486,9 @@ def import_command(repo: Path, kubeconfig: str | None, kube_context: str | None,
     loaded = load_repo(repo)
     objects = read_namespace(loaded.project.namespace, ClusterOptions(kubeconfig=kubeconfig, context=kube_context))
     found = candidates(loaded, objects, by_name, owner_label)
-    written: list[str] = []
+    written = [] if dry_run else write_matches(repo, loaded, found)
     for c in found:
         rel = f"workspaces/{c.name}.yaml"
-        if c.matches and not dry_run:
-            # Each file must validate with the repo (name rules, URL length, quota), or it is not kept.
-            try:
-                _write_new_file(repo, rel, file_text(loaded, c), c.name)
-                written.append(c.name)
-            except ValidationFailed as e:
-                c.problems += [f"{rel}: {err.message}" for err in e.errors]
-            except ReconcileError as e:
-                c.problems.append(str(e))
         if not c.matches:
             click.echo(f"{c.name}: not imported")
             for problem in c.problems:
@@ -681,44 +504,8 @@ def import_command(repo: Path, kubeconfig: str | None, kube_context: str | None,
                    err=True)
     if written:
         adopt = " ".join(f"--adopt {n}" for n in written)
-        click.echo(_next_step([f"workspaces/{n}.yaml" for n in written], "Import running workspaces",
+        click.echo(next_step([f"workspaces/{n}.yaml" for n in written], "Import running workspaces",
                               "import-workspaces"), err=True)
         click.echo(f"after the merge, take their objects over with: reconcile {adopt} (or the apply workflow's "
                    "`adopt` input); the plan shows them as adopted updates, never a delete", err=True)
     return EXIT_ERROR if len(matched) < len(found) else EXIT_OK
-
-
-def _write_new_file(repo: Path, rel: str, text: str, name: str) -> Path:
-    """Create repo/rel (never overwriting; a .yml/.yaml twin counts), then validate the repo with it."""
-    path = repo / rel
-    for twin in (path.with_suffix(".yaml"), path.with_suffix(".yml")):
-        if twin.exists():
-            raise ReconcileError(f"{twin} exists: not overwritten (choose another name with --name, or edit it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("x", encoding="utf-8") as f:
-            f.write(text)
-    except FileExistsError:
-        raise ReconcileError(f"{path} exists: not overwritten") from None
-    try:
-        load_repo(repo)
-    except ValidationFailed:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _next_step(files: list[str], message: str, branch: str) -> str:
-    return "\n".join([
-        "next: open a pull request with it; CI validates it and posts the plan there, and merging applies it:",
-        f"  git switch -c {branch}",
-        f"  git add {' '.join(files)}",
-        f'  git commit -m "{message}"',
-        f"  git push -u origin {branch}",
-        "  gh pr create --fill    # or open the pull request in the browser",
-    ])
-
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

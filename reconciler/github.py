@@ -43,7 +43,8 @@ from reconciler.github_api import (
     refuse_secrets,
     request,
 )
-from reconciler.report import APPLY_MARKER, PLAN_MARKER, escape_markdown
+from reconciler.markup import escape_markdown
+from reconciler.report import APPLY_MARKER, PLAN_MARKER
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,18 @@ does not match. Nothing is written to the cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reconciler.catalog import TOOLS, workspace_text
 from reconciler.changeset import ObjectId
 from reconciler.cluster import Cluster, ClusterOptions
+from reconciler.errors import ReconcileError, ValidationFailed
 from reconciler.fields import parse_quantity
 from reconciler.models import DataSource, Repo
 from reconciler.plan import is_ours
 from reconciler.render import GPU_RESOURCE, selector_labels
+from reconciler.writer import write_new_file
 
 Json = dict[str, Any]
 OWNER_LABEL = "owner"
@@ -195,3 +198,23 @@ def file_text(repo: Repo, c: Candidate) -> str:
     assert tool in TOOLS
     return workspace_text(repo, c.owner, tool, c.name, c.environment, c.compute, c.data_sources,
                           origin=f"`reconcile import` from Deployment/{c.name}", state=c.state)
+
+
+def write_matches(root: Path, repo: Repo, found: list[Candidate]) -> list[str]:
+    """Write workspaces/<name>.yaml for every matching candidate; the names written.
+
+    Each file must validate with the repo (name rules, URL length, quota), or it is not kept: its
+    candidate then gets the reasons as problems (and no longer matches)."""
+    written: list[str] = []
+    for c in found:
+        if not c.matches:
+            continue
+        rel = f"workspaces/{c.name}.yaml"
+        try:
+            write_new_file(root, rel, file_text(repo, c), c.name)
+            written.append(c.name)
+        except ValidationFailed as e:
+            c.problems += [f"{rel}: {err.message}" for err in e.errors]
+        except ReconcileError as e:
+            c.problems.append(str(e))
+    return written

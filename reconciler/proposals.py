@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from reconciler import github
+from reconciler import cluster, github
+from reconciler.cluster import ClusterOptions
 from reconciler.errors import GitHubError
 from reconciler.github_api import GitHubContext
 from reconciler.lifecycle import (
@@ -23,9 +24,11 @@ from reconciler.lifecycle import (
     LifecyclePull,
     Proposal,
     decide,
+    iso,
     parse_marker,
     set_stopped,
 )
+from reconciler.markup import escape_markdown
 from reconciler.models import Repo
 from reconciler.render import DesiredWorkspace
 
@@ -56,6 +59,13 @@ class LifecycleResult:
     done: list[str] = field(default_factory=list)
     """One line per pull request opened, updated or closed (or that would be, in a dry run)."""
     urls: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def activity_source(repo: Repo, opts: ClusterOptions) -> ActivitySource | None:
+    """The cluster, when the project stops idle workspaces (`spec.idle`) on Kubernetes; else none is read."""
+    if repo.project.spec.idle is None or repo.project.spec.backend != "kubernetes":
+        return None
+    return cluster.Cluster(repo.project.namespace, opts)
 
 
 def read_pulls(ctx: GitHubContext, base: str) -> list[LifecyclePull]:
@@ -129,3 +139,27 @@ def _write(ctx: GitHubContext, p: Proposal, base: str) -> str:
         return str(created.get("html_url", ""))
     github.edit_pull(ctx, p.pull.number, title=p.title, body=p.body)
     return p.pull.url
+
+
+def lifecycle_json(result: LifecycleResult, now: dt.datetime) -> dict[str, Any]:
+    """`reconcile lifecycle --output json`: the time decided at, each workspace's activity, each pull request."""
+    plan = result.plan
+    return {
+        "now": iso(now),
+        "activity": {n: {"lastActive": iso(a.last_active) if a.last_active else None, "source": a.source,
+                         "error": a.error or None} for n, a in sorted(result.activity.items())},
+        "pullRequests": [{"kind": p.kind, "owner": p.owner, "action": p.action, "workspaces": p.workspaces,
+                          "number": p.pull.number if p.pull else None,
+                          "url": result.urls.get((p.kind, p.owner)) or (p.pull.url if p.pull else None)}
+                         for p in plan.proposals],
+        "warnings": plan.warnings, "remembered": plan.remembered, "unknown": plan.unknown,
+    }
+
+
+def lifecycle_markdown(result: LifecycleResult) -> str:
+    """The job summary of a lifecycle run: what was done, its warnings and notices."""
+    plan = result.plan
+    summary = ["### reconcile lifecycle", ""] + [f"- {escape_markdown(x)}" for x in result.done or ["nothing to do"]]
+    summary += [f"- warning: {escape_markdown(x)}" for x in plan.warnings]
+    summary += [f"- {escape_markdown(x)}" for x in plan.remembered + plan.unknown]
+    return "\n".join(summary) + "\n"

@@ -1,4 +1,7 @@
-"""A plan, an apply's results and a status as text (rich), JSON (the shape in docs/CLI.md#json-output) and Markdown.
+"""A plan and an apply's results as text (rich), JSON (the shape in docs/CLI.md#json-output) and Markdown.
+
+The status has its own report (`status_report.py`); GitHub's workflow commands and the validation
+summary are `workflow_output.py`'s.
 
 Pure: renders what ``plan.py`` computed and never computes anything itself. Every value shown
 comes from a ``FieldDiff`` (already masked) or from the plan's own fields, so no secret can
@@ -7,24 +10,18 @@ reach a terminal, a log or a pull request from here.
 
 from __future__ import annotations
 
-import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.text import Text
-
 from reconciler.cost import PlanCost, money, monthly
-from reconciler.errors import ConfigError
+from reconciler.markup import Line, cell, code, fenced, to_string
 from reconciler.plan import (
     Action,
     BlockImpact,
     FieldDiff,
     ObjectChange,
     Plan,
-    StatusRow,
     WorkspacePlan,
     WorkspaceResult,
 )
@@ -49,14 +46,6 @@ _STYLE = {
     Action.UNCHANGED: "dim",
     Action.CONFLICT: "bold magenta",
 }
-_STATE_STYLE = {
-    "ready": "green",
-    "not ready": "red",
-    "missing": "yellow",
-    "orphaned": "magenta",
-    "stopped": "dim",
-}
-_STATES = ("ready", "not ready", "stopped", "missing", "orphaned")
 _RESTART_WARNING = "unsaved notebook work is lost on restart"
 
 
@@ -190,28 +179,6 @@ def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Text (terminal)
 
-Segment = tuple[str, str]  # (text, rich style; "" for none)
-Line = list[Segment]
-
-
-def _to_string(lines: Sequence[Line], color: bool) -> str:
-    if not color:
-        return "".join("".join(text for text, _ in line) + "\n" for line in lines)
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer,
-        force_terminal=True,
-        color_system="standard",
-        width=100_000,
-        soft_wrap=True,
-        highlight=False,
-        markup=False,
-        emoji=False,
-    )
-    for line in lines:
-        console.print(Text.assemble(*((text, style) if style else text for text, style in line)))
-    return buffer.getvalue()
-
 
 def _field_style(d: FieldDiff) -> str:
     return {"+": "green", "-": "red", "~": "yellow"}[_diff_symbol(d)]
@@ -279,26 +246,11 @@ def plan_text(plan: Plan, color: bool, results: Results | None = None) -> str:
     if not plan.has_changes and not plan.conflicts:
         lines.append([("No changes: the cluster matches the repository.", "green")])
     lines.append([(summary_line(plan), "bold")])
-    return _to_string(lines, color)
+    return to_string(lines, color)
 
 
 # --------------------------------------------------------------------------------------------
 # Markdown (pull requests, job summaries)
-
-
-def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ") if text else "—"
-
-
-def _code(text: str) -> str:
-    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{ticks}{pad}{text}{pad}{ticks}"
-
-
-def _fenced(body: str, lang: str) -> str:
-    fence = "`" * max(3, max((len(m) for m in re.findall(r"`{3,}", body)), default=0) + 1)
-    return f"{fence}{lang}\n{body}\n{fence}"
 
 
 def _diff_block(w: WorkspacePlan) -> str:
@@ -312,15 +264,15 @@ def _diff_block(w: WorkspacePlan) -> str:
         for d in o.diff:
             line = field_line(d)
             rows.append(f"{line[0]}   {line[2:]}")
-    return _fenced("\n".join(rows), "diff")
+    return fenced("\n".join(rows), "diff")
 
 
 def _workspace_markdown(w: WorkspacePlan, dry_run: bool, result: WorkspaceResult | None) -> list[str]:
-    out = [f"#### {_code(_SYMBOL[w.action])} {w.name} — {w.action.value}", ""]
+    out = [f"#### {code(_SYMBOL[w.action])} {w.name} — {w.action.value}", ""]
     if result is not None:
         state = _result_text(result, w.action)
         out += [f"**Result: {state}.**", ""]
-        out += [f"- error: {_cell(e)}" for e in result.errors]
+        out += [f"- error: {cell(e)}" for e in result.errors]
         if result.errors:
             out.append("")
     if w.action in (Action.CREATE, Action.UPDATE):
@@ -328,9 +280,9 @@ def _workspace_markdown(w: WorkspacePlan, dry_run: bool, result: WorkspaceResult
             soon = dry_run and w.action is Action.CREATE
             out += [f"Open <{w.url}>" + (" once it is ready." if soon else "."), ""]
         if w.credential_hint:
-            out += ["Get the password or token with:", "", _fenced(w.credential_hint, "sh"), ""]
+            out += ["Get the password or token with:", "", fenced(w.credential_hint, "sh"), ""]
             if w.credential_hint_powershell:
-                out += ["On Windows PowerShell:", "", _fenced(w.credential_hint_powershell, "powershell"), ""]
+                out += ["On Windows PowerShell:", "", fenced(w.credential_hint_powershell, "powershell"), ""]
     for o in w.objects:
         if o.action is Action.CONFLICT:
             out += [f"- **{_conflict_text(o)}**"]
@@ -368,10 +320,10 @@ def plan_markdown(
     verb = "plan" if dry_run else "apply"
     out = [
         PLAN_MARKER if dry_run else APPLY_MARKER,
-        f"### workspace-gitops {verb}: {_code(plan.project)}",
+        f"### workspace-gitops {verb}: {code(plan.project)}",
         "",
     ]
-    where = f"namespace {_code(plan.namespace)}" + (f" at commit {_code(commit[:12])}" if commit else "")
+    where = f"namespace {code(plan.namespace)}" + (f" at commit {code(commit[:12])}" if commit else "")
     tail = "dry run, nothing was changed" if dry_run else "applied"
     out += [f"**{summary_line(plan)}** ({where}; {tail})", ""]
     if details_url:
@@ -386,12 +338,12 @@ def plan_markdown(
         out += [header, rule]
         for w in changed:
             row = (
-                f"| {_code(_SYMBOL[w.action])} {w.action.value} | {_code(w.name)} | {_cell(w.owner)} "
-                f"| {_cell(w.environment)} | {_cell(w.compute)} | {_cell(w.url)} |"
+                f"| {code(_SYMBOL[w.action])} {w.action.value} | {code(w.name)} | {cell(w.owner)} "
+                f"| {cell(w.environment)} | {cell(w.compute)} | {cell(w.url)} |"
             )
             if results:
                 r = results.get(w.name)
-                row += f" {_cell(_result_text(r, w.action)) if r is not None else '—'} |"
+                row += f" {cell(_result_text(r, w.action)) if r is not None else '—'} |"
             out.append(row)
         out.append("")
     elif not plan.conflicts:
@@ -400,22 +352,22 @@ def plan_markdown(
     if plan.blast_radius:
         out += ["#### Blast radius", ""]
         for b in plan.blast_radius:
-            names = ", ".join(_code(n) for n in b.workspaces)
+            names = ", ".join(code(n) for n in b.workspaces)
             n = len(b.workspaces)
             if n == 0:
-                out.append(f"- {b.kind} block {_code(b.name)} changed: no running workspace restarts")
+                out.append(f"- {b.kind} block {code(b.name)} changed: no running workspace restarts")
             else:
                 who = "1 workspace restarts" if n == 1 else f"{n} workspaces restart"
-                block = f"{b.kind} block {_code(b.name)} changed"
+                block = f"{b.kind} block {code(b.name)} changed"
                 out.append(f"- **{block}**: {who}: {names}. {_RESTART_WARNING.capitalize()}.")
         out.append("")
     if plan.warnings:
         out += ["#### Warnings", ""]
-        out += [f"- {_cell(w)}" for w in plan.warnings]
+        out += [f"- {cell(w)}" for w in plan.warnings]
         out.append("")
     if expiring:
         out += ["#### Expiry", ""]
-        out += [f"- {_cell(w)}" for w in expiring]
+        out += [f"- {cell(w)}" for w in expiring]
         out.append("")
     if cost is not None:
         out += cost_markdown(cost)
@@ -429,7 +381,7 @@ def plan_markdown(
             f"<details><summary>{len(unchanged)} unchanged workspace"
             f"{'' if len(unchanged) == 1 else 's'}</summary>",
             "",
-            ", ".join(_code(n) for n in unchanged),
+            ", ".join(code(n) for n in unchanged),
             "",
             "</details>",
             "",
@@ -450,7 +402,7 @@ def cost_markdown(cost: PlanCost) -> list[str]:
                 "|---|---|---|---|---|"]
         for w in cost.workspaces:
             state = w.state if w.action is not Action.DELETE else "deleted"
-            out.append(f"| {_code(w.name)} | {w.action.value} ({state}) | {money(w.before, c)}/h "
+            out.append(f"| {code(w.name)} | {w.action.value} ({state}) | {money(w.before, c)}/h "
                        f"| {money(w.after, c)}/h | {money(monthly(w.after), c)} |")
         out.append("")
     delta = cost.total_after - cost.total_before
@@ -461,143 +413,3 @@ def cost_markdown(cost: PlanCost) -> list[str]:
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Status
-
-
-def _status_summary(rows: Sequence[StatusRow]) -> dict[str, int]:
-    counts = dict.fromkeys(_STATES, 0)
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    return counts
-
-
-def _status_summary_line(rows: Sequence[StatusRow]) -> str:
-    counts = _status_summary(rows)
-    parts = [f"{counts[s]} {s}" for s in _STATES if counts[s]]
-    return f"{len(rows)} workspace{'' if len(rows) == 1 else 's'}" + (
-        f": {', '.join(parts)}" if parts else ""
-    )
-
-
-def status_json(rows: Sequence[StatusRow], cost: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``reconcile status --output json``: each workspace's state, URL and hint; counts per state."""
-    return {
-        "summary": _status_summary(rows),
-        "workspaces": [
-            {
-                "name": r.name,
-                "owner": r.owner,
-                "state": r.state,
-                "url": r.url,
-                "credentialHint": r.credential_hint,
-                "age": r.age,
-                "reason": r.reason,
-                "credentialHintPowerShell": r.credential_hint_powershell,
-                "lastActive": r.last_active or None,
-            }
-            for r in rows
-        ],
-        **({"cost": cost} if cost is not None else {}),
-    }
-
-
-def status_text(rows: Sequence[StatusRow], color: bool, last_active: Mapping[str, str] | None = None,
-                cost_line: str | None = None) -> str:
-    """A table for a terminal; each workspace's credential command or reason on the line below it.
-
-    `last_active`: the LAST ACTIVE column as shown (e.g. "5m ago"), by name; `cost_line`: the totals."""
-    columns = [("NAME", [r.name for r in rows]), ("OWNER", [r.owner or "-" for r in rows])]
-    columns += [("STATE", [r.state for r in rows]), ("AGE", [r.age or "-" for r in rows])]
-    if last_active is not None:
-        columns.append(("LAST ACTIVE", [last_active.get(r.name) or "-" for r in rows]))
-    widths = [max([len(title), *(len(v) for v in values)]) for title, values in columns]
-
-    def cells(values: Sequence[str], styles: Sequence[str]) -> Line:
-        line: Line = []
-        for value, width, style in zip(values, widths, styles, strict=True):
-            line += [(value, style), (" " * (width - len(value) + 2), "")]
-        return line
-
-    lines: list[Line] = [cells([t for t, _ in columns], ["bold"] * len(columns)) + [("URL", "bold")]]
-    for i, r in enumerate(rows):
-        styles = ["bold", "", _STATE_STYLE.get(r.state, ""), "dim", "dim"][: len(columns)]
-        lines.append(
-            cells([values[i] for _, values in columns], styles)
-            + [(r.url or "-", "cyan" if r.url else "")]
-        )
-        if r.reason:
-            lines.append([("  reason: ", "dim"), (r.reason, _STATE_STYLE.get(r.state, ""))])
-        if r.credential_hint and r.state in ("ready", "not ready"):
-            lines.append([("  password/token: ", "dim"), (r.credential_hint, "")])
-            if r.credential_hint_powershell:
-                lines.append([("  (PowerShell): ", "dim"), (r.credential_hint_powershell, "")])
-    lines += [[], [(_status_summary_line(rows), "bold")]]
-    if cost_line:
-        lines.append([(cost_line, "")])
-    return _to_string(lines, color)
-
-
-def status_markdown(rows: Sequence[StatusRow]) -> str:
-    """The status as a Markdown table (for a job summary)."""
-    out = [
-        f"### workspace-gitops status ({_status_summary_line(rows)})",
-        "",
-        "| State | Workspace | Owner | Age | URL | Password/token, or why |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        detail = r.reason
-        if r.credential_hint and r.state in ("ready", "not ready"):
-            hint = _code(r.credential_hint).replace("|", "\\|")
-            if r.credential_hint_powershell:
-                hint += "<br>PowerShell: " + _code(r.credential_hint_powershell).replace("|", "\\|")
-            detail = f"{hint}; {_cell(r.reason)}" if r.reason else hint
-        else:
-            detail = _cell(detail)
-        out.append(
-            f"| {r.state} | {_code(r.name)} | {_cell(r.owner)} | {_cell(r.age)} | {_cell(r.url)} | {detail} |"
-        )
-    return "\n".join(out) + "\n"
-
-
-def escape_markdown(text: str) -> str:
-    """`text` as literal Markdown on one line: no HTML, emphasis, code, links, tables or headings from it."""
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for char in "\\`*_[]|#":
-        text = text.replace(char, "\\" + char)
-    return " ".join(text.split())
-
-
-def validation_markdown(errors: Sequence[ConfigError], notices: Sequence[str] = ()) -> str:
-    """The job summary of a validation: every error, since GitHub annotates only 10 per step."""
-    extra = "".join(f"> **Notice:** {escape_markdown(n)}\n\n" for n in notices)
-    if not errors:
-        return "### reconcile validate\n\nAll files are valid.\n\n" + extra
-    noun = "error" if len(errors) == 1 else "errors"
-    lines = [f"### reconcile validate: {len(errors)} {noun}", ""]
-    lines += [f"- `{e.path}:{e.line}:{e.col}` {escape_markdown(e.message)}" for e in errors]
-    return "\n".join(lines) + "\n\n" + extra
-
-
-# ---------------------------------------------------------------------------------------------
-# GitHub Actions workflow commands (annotations on the changed files)
-
-
-def github_error_command(error: ConfigError) -> str:
-    """`::error file=…,line=…,col=…::message`, escaped as GitHub's workflow commands require."""
-    where = f"file={_escape_property(error.path)},line={error.line},col={error.col}"
-    return f"::error {where}::{_escape_data(error.message)}"
-
-
-def github_notice_command(title: str, text: str) -> str:
-    """`::notice title=…::text`, escaped the same way."""
-    return f"::notice title={_escape_property(title)}::{_escape_data(text)}"
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

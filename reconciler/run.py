@@ -8,16 +8,20 @@ against mass deletes, which refuse the whole run (`RunResult.refused`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from reconciler import cluster
 from reconciler.cluster import ClusterOptions
+from reconciler.cost import plan_cost
 from reconciler.errors import PlanRefused
 from reconciler.impact import check, conflict_refusals
 from reconciler.lease import ApplyOptions
+from reconciler.lifecycle import expiry_warnings
+from reconciler.models import Repo
 from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan
 from reconciler.render import DesiredWorkspace
 
@@ -121,3 +125,13 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
         for name, why in left_alone.items():
             results.setdefault(name, WorkspaceResult(ready=None)).errors.append(why)
     return RunResult(plan, results, refused, left_alone)
+
+
+def plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
+    """The plan comment's cost section and expiry warnings (for the changed workspaces)."""
+    changed = [w.name for w in plan.workspaces if w.action.value in ("create", "update")]
+    today = dt.datetime.now(dt.UTC).date()
+    # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
+    prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
+    cost = plan_cost(plan, prices, repo.project.spec.node_pools)
+    return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}

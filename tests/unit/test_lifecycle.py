@@ -20,7 +20,7 @@ from reconciler.lifecycle import Activity, LifecyclePull, decide, expiry_warning
 from reconciler.models import Prices, Repo
 from reconciler.plan import StatusRow
 from reconciler.render import render
-from reconciler.report import status_text
+from reconciler.status_report import status_text
 from reconciler.validate import load_repo
 from tests.fakegithub import FakeGitHub
 from tests.unit.conftest import ROOT

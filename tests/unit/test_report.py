@@ -19,11 +19,9 @@ from reconciler.report import (
     plan_json,
     plan_markdown,
     plan_text,
-    status_json,
-    status_markdown,
-    status_text,
     summary_line,
 )
+from reconciler.status_report import status_json, status_markdown, status_text
 from tests.unit.test_plan import (
     CONFIG_FILE,
     PVC_DS,

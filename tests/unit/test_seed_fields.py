@@ -22,7 +22,8 @@ from reconciler.changeset import LiveState, ObjectId, Plan, PlanOptions
 from reconciler.plan import compute_plan
 from reconciler.readiness import status_rows
 from reconciler.render import LABEL_INSTANCE, DesiredWorkspace, render
-from reconciler.report import plan_markdown, plan_text, status_markdown, status_text
+from reconciler.report import plan_markdown, plan_text
+from reconciler.status_report import status_markdown, status_text
 from reconciler.validate import load_repo
 from tests.unit.test_render import _check_golden
 
