@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -53,73 +54,61 @@ def _string(value: object) -> str:
     return value
 
 
-def _dns1035_label(value: object) -> str:
-    text = _string(value)
-    if len(text) > 63 or not _DNS1035_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "dns1035_label",
-            "{value} is not a valid name: use a DNS-1035 label (lower-case letters, digits and '-', "
-            "starting with a letter, not ending with '-', at most 63 characters)",
-            {"value": quote(text)},
-        )
-    return text
+def _matching(
+    code: str, regex: re.Pattern[str], max_length: int, message: str, also: Callable[[str], bool] | None = None
+) -> Callable[[object], str]:
+    """A validator of strings that fully match ``regex``, are at most ``max_length`` long and pass
+    ``also``; otherwise the error ``code`` with ``message``, whose ``{value}`` is the value quoted."""
+
+    def check(value: object) -> str:
+        text = _string(value)
+        if len(text) > max_length or not regex.fullmatch(text) or (also is not None and not also(text)):
+            raise PydanticCustomError(code, message, {"value": quote(text)})
+        return text
+
+    return check
 
 
-def _dns1123_label(value: object) -> str:
-    text = _string(value)
-    if len(text) > 63 or not _DNS1123_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "dns1123_label",
-            "{value} is not a valid DNS-1123 label (lower-case letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters)",
-            {"value": quote(text)},
-        )
-    return text
+_dns1035_label = _matching(
+    "dns1035_label", _DNS1035_RE, 63,
+    "{value} is not a valid name: use a DNS-1035 label (lower-case letters, digits and '-', "
+    "starting with a letter, not ending with '-', at most 63 characters)",
+)
 
 
-def _dns1123_subdomain(value: object) -> str:
-    text = _string(value)
-    if len(text) > 253 or not _SUBDOMAIN_RE.fullmatch(text) or any(len(p) > 63 for p in text.split(".")):
-        raise PydanticCustomError(
-            "dns1123_subdomain",
-            "{value} is not a valid DNS-1123 name (lower-case letters, digits, '-' and '.', "
-            "labels of at most 63 characters, at most 253 in all)",
-            {"value": quote(text)},
-        )
-    return text
+_dns1123_label = _matching(
+    "dns1123_label", _DNS1123_RE, 63,
+    "{value} is not a valid DNS-1123 label (lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit, at most 63 characters)",
+)
 
 
-def _admin(value: object) -> str:
-    text = _string(value)
-    if len(text) > 140 or not _ADMIN_RE.fullmatch(text) or len(text.split("/")[0]) > 39:
-        raise PydanticCustomError(
-            "admin",
-            "{value} is not a GitHub login or team: use a login, or org/team-slug (lower-case slug)",
-            {"value": quote(text)},
-        )
-    return text
+_dns1123_subdomain = _matching(
+    "dns1123_subdomain", _SUBDOMAIN_RE, 253,
+    "{value} is not a valid DNS-1123 name (lower-case letters, digits, '-' and '.', "
+    "labels of at most 63 characters, at most 253 in all)",
+    also=lambda text: all(len(part) <= 63 for part in text.split(".")),
+)
 
 
-def _owner(value: object) -> str:
-    text = _string(value)
-    if len(text) > 39 or not _DNS1123_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "owner",
-            "{value} is not a valid owner: use the lower-case login (letters, digits and '-', at most 39)",
-            {"value": quote(text)},
-        )
-    return text
+_admin = _matching(
+    "admin", _ADMIN_RE, 140,
+    "{value} is not a GitHub login or team: use a login, or org/team-slug (lower-case slug)",
+    also=lambda text: len(text.split("/")[0]) <= 39,
+)
 
 
-def _absolute_path(value: object) -> str:
-    text = _string(value)
-    if not _ABSOLUTE_PATH_RE.fullmatch(text) or "/../" in f"{text}/" or len(text) > 1024:
-        raise PydanticCustomError(
-            "absolute_path",
-            "{value} is not a plain absolute path (starts with '/', no '..', spaces or shell characters)",
-            {"value": quote(text)},
-        )
-    return text
+_owner = _matching(
+    "owner", _DNS1123_RE, 39,
+    "{value} is not a valid owner: use the lower-case login (letters, digits and '-', at most 39)",
+)
+
+
+_absolute_path = _matching(
+    "absolute_path", _ABSOLUTE_PATH_RE, 1024,
+    "{value} is not a plain absolute path (starts with '/', no '..', spaces or shell characters)",
+    also=lambda text: "/../" not in f"{text}/",
+)
 
 
 def _mount_path(value: object) -> str:
@@ -129,33 +118,19 @@ def _mount_path(value: object) -> str:
     return text
 
 
-def _log_pattern(value: object) -> str:
-    text = _string(value)
-    if len(text) > 256 or not _LOG_PATTERN_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "log_pattern",
-            "{value} is not a usable log pattern (non-empty, no quotes, backslashes, '$' or backticks)",
-            {"value": quote(text)},
-        )
-    return text
+_log_pattern = _matching(
+    "log_pattern", _LOG_PATTERN_RE, 256,
+    "{value} is not a usable log pattern (non-empty, no quotes, backslashes, '$' or backticks)",
+)
 
 
-def _env_name(value: object) -> str:
-    text = _string(value)
-    if len(text) > 256 or not _ENV_NAME_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "env_name",
-            "{value} is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
-            {"value": quote(text)},
-        )
-    return text
+_env_name = _matching(
+    "env_name", _ENV_NAME_RE, 256,
+    "{value} is not a valid environment variable name (letters, digits and '_', not starting with a digit)",
+)
 
 
-def _image(value: object) -> str:
-    text = _string(value)
-    if len(text) > 1024 or not _IMAGE_RE.fullmatch(text):
-        raise PydanticCustomError("image", "{value} is not a valid image reference", {"value": quote(text)})
-    return text
+_image = _matching("image", _IMAGE_RE, 1024, "{value} is not a valid image reference")
 
 
 def _quantity(value: object) -> str:
@@ -253,38 +228,22 @@ def _date(value: object) -> dt.date:
         ) from None
 
 
-def _https_url(value: object) -> str:
-    text = _string(value)
-    if len(text) > 2048 or not _HTTPS_URL_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "https_url", "{value} is not an https:// URL (no spaces or quotes)", {"value": quote(text)}
-        )
-    return text
+_https_url = _matching("https_url", _HTTPS_URL_RE, 2048, "{value} is not an https:// URL (no spaces or quotes)")
 
 
-def _label_key(value: object) -> str:
-    text = _string(value)
-    prefix, _, name = text.rpartition("/")
-    if not _LABEL_KEY_RE.fullmatch(text) or len(name) > 63 or len(prefix) > 253:
-        raise PydanticCustomError(
-            "label_key",
-            "{value} is not a valid label key (an optional DNS prefix and '/', then at most 63 letters, "
-            "digits, '-', '_' or '.')",
-            {"value": quote(text)},
-        )
-    return text
+_label_key = _matching(
+    "label_key", _LABEL_KEY_RE, 317,  # a prefix of at most 253, '/', a name of at most 63
+    "{value} is not a valid label key (an optional DNS prefix and '/', then at most 63 letters, "
+    "digits, '-', '_' or '.')",
+    also=lambda text: len(text.rpartition("/")[2]) <= 63 and len(text.rpartition("/")[0]) <= 253,
+)
 
 
-def _label_value(value: object) -> str:
-    text = _string(value)
-    if len(text) > 63 or not _LABEL_VALUE_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "label_value",
-            "{value} is not a valid label value (at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit)",
-            {"value": quote(text)},
-        )
-    return text
+_label_value = _matching(
+    "label_value", _LABEL_VALUE_RE, 63,
+    "{value} is not a valid label value (at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit)",
+)
 
 
 def _gpu(value: object) -> int | float:
@@ -361,15 +320,10 @@ CONTROL_PLANE_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$"
 _CONTROL_PLANE_URL_RE = re.compile(CONTROL_PLANE_URL)
 
 
-def _control_plane_url(value: object) -> str:
-    text = _string(value)
-    if len(text) > 2048 or not _CONTROL_PLANE_URL_RE.fullmatch(text):
-        raise PydanticCustomError(
-            "https_url",
-            "{value} is not a control plane URL: use https://<host>[:port], without a path",
-            {"value": quote(text)},
-        )
-    return text
+_control_plane_url = _matching(
+    "https_url", _CONTROL_PLANE_URL_RE, 2048,
+    "{value} is not a control plane URL: use https://<host>[:port], without a path",
+)
 
 
 ControlPlaneUrl = Annotated[str, PlainValidator(_control_plane_url), _schema(CONTROL_PLANE_URL, 2048)]
