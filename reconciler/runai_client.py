@@ -43,7 +43,7 @@ class RunaiOptions:
     cluster: str
     project: str
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: str | None = field(default=None, repr=False)  # never in a repr or a traceback
     request_timeout: float = field(default_factory=lambda: float(os.environ.get("RUNAI_REQUEST_TIMEOUT", "30")))
     poll_interval: float = 1.0
     retries: int = 3  # reads only: a write is never retried blindly

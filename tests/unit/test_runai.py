@@ -153,3 +153,12 @@ def test_a_home_kept_in_a_pvc_sub_folder_is_not_mounted_whole(example_repo: Path
     spec = _by_name(_runai(example_repo))["jane-doe-vscode"].objects[0]["spec"]
     assert [(p["claimName"], p["path"]) for p in spec["storage"]["pvc"]] == [("sample-project-pvc",
                                                                              "/sample-project-pvc")]
+
+
+def test_the_client_secret_is_not_in_the_options_repr() -> None:
+    """A traceback (RECONCILE_DEBUG=1) or a log line that shows the options never shows the secret."""
+    from reconciler.runai_client import RunaiOptions
+
+    opts = RunaiOptions(url="https://runai.example", cluster="c", project="p", client_id="id",
+                        client_secret="s3cr3t-v4l")
+    assert "s3cr3t-v4l" not in repr(opts) and opts.client_secret == "s3cr3t-v4l"
