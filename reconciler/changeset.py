@@ -48,6 +48,21 @@ class LiveState:
     node_labels: list[dict[str, str]] | None = None  # labels per node, in node_gpus' order; None = unknown
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Which workspaces a run plans (`reconcile --since REV`): those whose files changed since REV.
+
+    ``names`` None: every workspace (``reason`` says why, e.g. a block changed). Otherwise only
+    ``names`` are rendered, read and planned (a deleted file's name too); ``outside`` workspaces of
+    the repo are neither read nor planned (the drift check compares them all).
+    """
+
+    since: str
+    names: frozenset[str] | None
+    outside: int = 0
+    reason: str = ""
+
+
 @dataclass
 class PlanOptions:
     """The plan's options, passed whole (the CLI's --adopt, --allow-mass-delete, --max-deletes)."""
@@ -121,6 +136,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     blast_radius: list[BlockImpact] = field(default_factory=list)
     managed_workspaces: int = 0  # distinct workspaces of ours that exist live
+    scope: Scope | None = None  # --since: which workspaces were planned (None: every one, no --since)
 
     def summary(self) -> dict[str, int]:
         """Workspace counts per action, every action present (the JSON ``summary``)."""

@@ -97,6 +97,12 @@ _REPO_OPTION = click.option(
 @click.option(
     "--comment", is_flag=True, help="Post the report to the pull request (GitHub Actions environment variables)."
 )
+@click.option(
+    "--since", default=None, metavar="REV",
+    help="Plan (and apply) only the workspaces whose files differ from the Git revision REV (a pull request's "
+    "base, the commit before a push); a change to project.yaml or a block plans every workspace. The others "
+    "are not read: the drift check compares them all.",
+)
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> int:
     """Make a Kubernetes cluster match the workspaces in this Git repository.
@@ -135,6 +141,7 @@ class RunOptions:
     allow_mass_delete: bool
     max_deletes: int
     comment: bool
+    since: str | None
 
 
 def _reconcile(o: RunOptions) -> int:
@@ -142,8 +149,13 @@ def _reconcile(o: RunOptions) -> int:
     from reconciler.cluster import ClusterOptions
 
     repo = load_repo(o.repo)
-    backend, desired, namespace = select_backend(repo)
-    unknown = sorted(set(o.adopt) - {"*"} - {w.name for w in desired})
+    scope = None
+    if o.since is not None:
+        from reconciler.policy import changed_scope  # GitPython: only with --since
+
+        scope = changed_scope(o.repo, o.since, repo.workspaces)
+    backend, desired, namespace = select_backend(repo, scope.names if scope is not None else None)
+    unknown = sorted(set(o.adopt) - {"*"} - set(repo.workspaces))
     if unknown:
         raise click.UsageError(f"--adopt {unknown[0]}: the repo has no workspace of that name")
     plan_opts = PlanOptions(adopt="*" in o.adopt, allow_mass_delete=o.allow_mass_delete, max_deletes=o.max_deletes,
@@ -151,7 +163,7 @@ def _reconcile(o: RunOptions) -> int:
     result = run.reconcile(
         desired, repo.project.metadata.name, namespace,
         run.RunOptions(plan=plan_opts, cluster=ClusterOptions(kubeconfig=o.kubeconfig, context=o.kube_context),
-                       dry_run=o.dry_run, wait=o.wait, timeout=o.timeout, progress=_progress),
+                       dry_run=o.dry_run, wait=o.wait, timeout=o.timeout, progress=_progress, scope=scope),
         backend=backend,
     )
     plan, results, refused = result.plan, result.results, result.refused

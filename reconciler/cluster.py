@@ -189,21 +189,31 @@ class Cluster:
         return list(self._pages(path, what, query, lambda item: item))
 
     def read_live(self, claims: Iterable[str] = (), *, gpu_check: bool = True,
-                  wanted: Collection[ObjectId] | None = None) -> LiveState:
+                  wanted: Collection[ObjectId] | None = None, instances: Collection[str] | None = None) -> LiveState:
         """Everything the plan needs, one paged LIST per kind; any failed read aborts (never 'nothing exists').
 
         Kept as each object is decoded: ours (our managed-by label) whole, except other managers'
         managedFields entries (the plan reads only ours); another's object only when it has the name
         of an object in `wanted` (the desired objects: a conflict, or an object to adopt, which the
         plan diffs and the adoption replaces whole), and every one when `wanted` is None. So memory
-        grows with the workspaces we manage, not with whatever else the namespace holds."""
+        grows with the workspaces we manage, not with whatever else the namespace holds.
+
+        `instances` (`reconcile --since`): only those workspaces' objects, one LIST per kind by
+        label, then a GET of each wanted object the LIST did not return (another's, of that name):
+        a few requests however many workspaces the namespace holds."""
         ns = self.namespace
         objects: dict[ObjectId, Json] = {}
         for kind, (prefix, plural) in KINDS.items():
+            if instances is not None and not instances:
+                break
             keep = partial(_keep_live, kind, ns, wanted)
+            query = None if instances is None else {
+                "labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE} in ({','.join(sorted(instances))})"}
             for item in self._pages(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}",
-                                    None, keep):
+                                    query, keep):
                 objects[ObjectId(kind, ns, item["metadata"]["name"])] = item
+        if instances is not None:
+            objects |= self._get_each(sorted(set(wanted or ()) - set(objects)))
         pvcs: dict[str, str] | None = {}
         if claims:
             try:
@@ -229,6 +239,20 @@ class Cluster:
                     raise
                 node_gpus = node_labels = None
         return LiveState(objects=objects, pvcs=pvcs, node_gpus=node_gpus, node_labels=node_labels)
+
+    def _get_each(self, ids: list[ObjectId]) -> dict[ObjectId, Json]:
+        """The objects of `ids` that exist (a GET each, `opts.workers` at a time)."""
+        def get(oid: ObjectId) -> tuple[ObjectId, Json | None]:
+            try:
+                found = self.request("GET", self._object_path(oid.kind, oid.name), what=f"get {oid}")
+            except ClusterError as e:
+                if e.status == 404:
+                    return oid, None
+                raise
+            return oid, _keep_live(oid.kind, oid.namespace, None, found)
+
+        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+            return {oid: obj for oid, obj in pool.map(get, ids) if obj is not None}
 
     # --- write -------------------------------------------------------------------------------
     def _object_path(self, kind: str, name: str) -> str:

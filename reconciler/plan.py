@@ -25,6 +25,7 @@ from reconciler.changeset import (
     ObjectId,
     Plan,
     PlanOptions,
+    Scope,
     StatusRow,
     StatusState,
     WorkspacePlan,
@@ -59,6 +60,7 @@ __all__ = [
     "ObjectId",
     "Plan",
     "PlanOptions",
+    "Scope",
     "StatusRow",
     "StatusState",
     "WorkspacePlan",
@@ -213,8 +215,14 @@ def compute_plan(
     project: str,
     namespace: str,
     opts: PlanOptions,
+    scope: Scope | None = None,
 ) -> Plan:
-    """Every desired workspace against the live objects, plus deletes of ours no longer desired."""
+    """Every desired workspace against the live objects, plus deletes of ours no longer desired.
+
+    With a `scope` of names, `desired` is that scope's and only its live objects count: ours of
+    other workspaces are neither deleted nor counted (they were not planned), and the managed
+    count adds the repo's workspaces outside the scope, so the mass-delete guard still sees them."""
+    names = scope.names if scope is not None else None
     desired_ids: set[ObjectId] = set()
     planned: list[tuple[DesiredWorkspace, list[ObjectChange]]] = []
     for w in desired:
@@ -232,6 +240,8 @@ def compute_plan(
         if not is_ours(obj, project):
             continue
         instance = str(_labels(obj).get(LABEL_INSTANCE) or oid.name)
+        if names is not None and instance not in names:
+            continue
         managed.add(instance)
         if oid not in desired_ids:
             strays.setdefault(instance, []).append(ObjectChange(oid, Action.DELETE, [], None, obj))
@@ -251,7 +261,8 @@ def compute_plan(
         workspaces=workspaces,
         warnings=capacity_warnings(desired, live, namespace) + ingress_warnings(desired),
         blast_radius=blast_radius(desired, workspaces),
-        managed_workspaces=len(managed),
+        managed_workspaces=len(managed) + (scope.outside if scope is not None else 0),
+        scope=scope,
     )
     return _adopt_workspaces(plan, desired, live, opts)
 

@@ -32,19 +32,27 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
 
+from reconciler.changeset import Scope
 from reconciler.errors import ConfigError, ReconcileError, ValidationFailed
+from reconciler.fields import DNS1035_LABEL
 from reconciler.loader import MAX_BYTES, Document, parse_document
+from reconciler.validate import KIND_FOLDERS, PROJECT_FILES
 
 WORKSPACE_DIR = "workspaces"
 WORKSPACE_SUFFIXES = (".yaml", ".yml")
 PROJECT_FILE = "project.yaml"
+PLAN_INPUTS = (*PROJECT_FILES, *(f"{folder}/" for folder in KIND_FOLDERS if folder != WORKSPACE_DIR))
+"""Files a change to which can touch every workspace: `--since` then plans them all."""
+MAX_SCOPED = 100
+"""More changed workspace files than this: `--since` plans every workspace (one LIST per kind is cheaper)."""
 PLATFORM_DIRS = ("blocks/", "reconciler/", ".github/", "deploy/")
 """Folders named as a whole in messages (every path outside workspace files is the platform's)."""
 REGULAR_FILE_MODES = (0o100644, 0o100755)
@@ -263,15 +271,38 @@ def added_files(repo_root: Path, base: str, head: str = "HEAD") -> set[str]:
     return added
 
 
+def changed_scope(repo_root: Path, since: str, workspaces: Collection[str]) -> Scope:
+    """Which workspaces ``reconcile --since REV`` plans: those whose files differ between ``since``
+    and the working tree (committed, staged, not staged or untracked; a deleted or renamed file by
+    both its names, a file's stem being its workspace's name), or every one (``names`` None, with
+    the reason) when project.yaml or a block changed. ``workspaces``: the repo's, to count those
+    left out. Raises ReconcileError when ``since`` cannot be resolved."""
+    repo, prefix = _open(repo_root, "--since")
+    commit = _commit(repo, since, "revision")
+    listed = repo.git.diff("--name-only", "--no-renames", "-z", commit.hexsha, "--").split("\0")
+    paths = sorted({rel for path in [*listed, *repo.untracked_files] if path
+                    and (rel := _relative(path, prefix)) is not None})
+    names: set[str] = set()
+    for path in paths:
+        if path.startswith(PLAN_INPUTS):
+            return Scope(since, None, reason=f"{path} changed since {since}")
+        stem = PurePosixPath(path).stem
+        if _is_workspace(path) and len(stem) <= 63 and re.fullmatch(DNS1035_LABEL, stem):
+            names.add(stem)  # any other stem is no workspace's (validation requires name == stem)
+    if len(names) > MAX_SCOPED:
+        return Scope(since, None, reason=f"{len(names)} workspace files changed since {since}")
+    return Scope(since, frozenset(names), outside=len(set(workspaces) - names))
+
+
 # --------------------------------------------------------------------------------------------
 
 
-def _open(repo_root: Path) -> tuple[git.Repo, PurePosixPath]:
+def _open(repo_root: Path, needs: str = "--actor") -> tuple[git.Repo, PurePosixPath]:
     try:
         repo = git.Repo(repo_root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise ReconcileError(
-            f"{repo_root} is not in a Git checkout: --actor needs the PR's history"
+            f"{repo_root} is not in a Git checkout: {needs} needs the PR's history"
         ) from None
     top = Path(repo.working_tree_dir or repo_root).resolve()
     try:

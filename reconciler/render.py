@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,10 @@ class DesiredWorkspace:
     """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
 
 
-def render(repo: Repo) -> list[DesiredWorkspace]:
-    """Every workspace of a validated repo, sorted by name."""
-    return [render_workspace(repo, repo.workspaces[name]) for name in sorted(repo.workspaces)]
+def render(repo: Repo, only: Collection[str] | None = None) -> list[DesiredWorkspace]:
+    """Every workspace of a validated repo (or those named in `only`), sorted by name."""
+    names = sorted(repo.workspaces if only is None else set(only) & set(repo.workspaces))
+    return [render_workspace(repo, repo.workspaces[name]) for name in names]
 
 
 def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:

@@ -62,6 +62,31 @@ def summary_line(plan: Plan) -> str:
     )
 
 
+def scope_line(plan: Plan) -> str | None:
+    """What `--since` planned: ``Planned 1 workspace, changed since abc123: u1-vscode; ...``; None without it."""
+    scope = plan.scope
+    if scope is None:
+        return None
+    since = scope.since[:12] if len(scope.since) == 40 else scope.since
+    if scope.names is None:
+        return f"Planned every workspace: {scope.reason.replace(scope.since, since)}."
+    if not scope.names:
+        return f"No workspace file changed since {since}: nothing was planned or read."
+    names = sorted(scope.names)
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    n = len(names)
+    one = scope.outside == 1
+    others = (f"; the repo's {scope.outside} other workspace{'' if one else 's'} {'was' if one else 'were'} "
+              "not read (the drift check compares them all)") if scope.outside else ""
+    return f"Planned {n} workspace{'' if n == 1 else 's'}, changed since {since}: {shown}{others}."
+
+
+def _no_changes(plan: Plan) -> str:
+    if plan.scope is not None and plan.scope.names is not None:
+        return "No changes: the cluster matches the repository for the workspaces planned."
+    return "No changes: the cluster matches the repository."
+
+
 def _value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -171,6 +196,13 @@ def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
             {"kind": b.kind, "name": b.name, "workspaces": list(b.workspaces)} for b in plan.blast_radius
         ],
     }
+    scope = plan.scope
+    out["scope"] = None if scope is None else {
+        "since": scope.since,
+        "workspaces": None if scope.names is None else sorted(scope.names),
+        "notRead": scope.outside,
+        "reason": scope.reason,
+    }
     if results is not None:
         out["applied"] = True
     return out
@@ -232,6 +264,8 @@ def plan_text(plan: Plan, color: bool, results: Results | None = None) -> str:
         [(f"Plan for project {plan.project} in namespace {plan.namespace}", "bold")],
         [],
     ]
+    if (scoped := scope_line(plan)) is not None:
+        lines += [[(scoped, "dim")], []]
     for w in _changed(plan):
         lines.extend(_workspace_lines(w, (results or {}).get(w.name)))
         lines.append([])
@@ -244,7 +278,7 @@ def plan_text(plan: Plan, color: bool, results: Results | None = None) -> str:
         lines.extend([("  ! ", "yellow"), (warning, "")] for warning in plan.warnings)
         lines.append([])
     if not plan.has_changes and not plan.conflicts:
-        lines.append([("No changes: the cluster matches the repository.", "green")])
+        lines.append([(_no_changes(plan), "green")])
     lines.append([(summary_line(plan), "bold")])
     return to_string(lines, color)
 
@@ -326,6 +360,8 @@ def plan_markdown(
     where = f"namespace {code(plan.namespace)}" + (f" at commit {code(commit[:12])}" if commit else "")
     tail = "dry run, nothing was changed" if dry_run else "applied"
     out += [f"**{summary_line(plan)}** ({where}; {tail})", ""]
+    if (scoped := scope_line(plan)) is not None:
+        out += [cell(scoped), ""]
     if details_url:
         out += [f"[Full run and logs]({details_url})", ""]
 
@@ -347,7 +383,7 @@ def plan_markdown(
             out.append(row)
         out.append("")
     elif not plan.conflicts:
-        out += ["No changes: the cluster matches the repository.", ""]
+        out += [_no_changes(plan), ""]
 
     if plan.blast_radius:
         out += ["#### Blast radius", ""]

@@ -22,7 +22,7 @@ from reconciler.impact import check, conflict_refusals
 from reconciler.lease import ApplyOptions
 from reconciler.lifecycle import expiry_warnings
 from reconciler.models import Repo
-from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, WorkspaceResult, compute_plan
+from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, Scope, WorkspaceResult, compute_plan
 from reconciler.render import DesiredWorkspace
 
 Progress = Callable[[list[str], list[str]], None]
@@ -35,7 +35,8 @@ class Backend(Protocol):
     shared; a backend brings its own reader and writer of the objects `render` made for it.
     """
 
-    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[ObjectId] | None = None) -> LiveState: ...
+    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[ObjectId] | None = None,
+                  instances: Collection[str] | None = None) -> LiveState: ...
 
     def acquire_lease(self, opts: ApplyOptions) -> AbstractContextManager[object]: ...
 
@@ -62,6 +63,7 @@ class RunOptions:
     wait: bool = True
     timeout: float = 300.0
     progress: Callable[[int], Progress] | None = None  # given how many to wait for
+    scope: Scope | None = None  # --since: `desired` is these workspaces'; read and plan only them
 
 
 @dataclass
@@ -90,8 +92,11 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     wanted = {ObjectId(str(o.get("kind", "")), str(o["metadata"].get("namespace") or namespace),
                        str(o["metadata"].get("name", ""))) for w in desired for o in w.objects}
 
+    scoped = opts.scope.names if opts.scope is not None else None
+
     def make_plan() -> Plan:
-        made = compute_plan(desired, api.read_live(claims, wanted=wanted), project, namespace, opts.plan)
+        live = api.read_live(claims, wanted=wanted, instances=scoped)
+        made = compute_plan(desired, live, project, namespace, opts.plan, opts.scope)
         return api.annotate(made) if isinstance(api, Annotates) else made
 
     mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)

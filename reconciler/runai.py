@@ -260,8 +260,10 @@ class RunaiBackend:
             self._api.resolve()
         return self._api
 
-    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[Any] | None = None) -> LiveState:
-        """One paged listing, then a GET of each workspace in it (annotations are only there).
+    def read_live(self, claims: Iterable[str] = (), *, wanted: Collection[Any] | None = None,
+                  instances: Collection[str] | None = None) -> LiveState:
+        """One paged listing, then a GET of each workspace in it (annotations are only there), of
+        those in ``instances`` only when given (``--since``).
 
         ``wanted`` (the names the plan may create) changes nothing here: the listing is small."""
         from reconciler.changeset import ObjectId
@@ -269,7 +271,7 @@ class RunaiBackend:
         objects: dict[ObjectId, dict[str, Any]] = {}
         for workload in self.api.workloads():
             name = str(workload.get("name", ""))
-            if name == LOCK_NAME:
+            if name == LOCK_NAME or (instances is not None and name not in instances):
                 continue
             detail = None
             if str(workload.get("type", "")).lower() == "workspace":

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+from collections.abc import Collection
 from typing import Any
 
 from reconciler.fields import parse_quantity
@@ -40,9 +41,9 @@ STOPPED_PHASES = frozenset({"Stopped", "Stopping"})
 # render (pure)
 
 
-def render_runai(repo: Repo) -> list[DesiredWorkspace]:
-    """Every workspace of a validated repo as one Run:ai workspace object, sorted by name."""
-    return [_runai_workspace(repo, w) for w in render(repo)]
+def render_runai(repo: Repo, only: Collection[str] | None = None) -> list[DesiredWorkspace]:
+    """Every workspace of a validated repo (or those named in `only`) as one Run:ai workspace object, sorted by name."""
+    return [_runai_workspace(repo, w) for w in render(repo, only)]
 
 
 def _runai_workspace(repo: Repo, w: DesiredWorkspace) -> DesiredWorkspace:
