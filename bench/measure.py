@@ -274,7 +274,7 @@ class Bench:
         pr = repo.pr_workspace
 
         def pr_plan() -> None:
-            r, verbs = self.reconciler(res, "pr_plan_s", *base, "--dry-run")
+            r, verbs = self.reconciler(res, "pr_plan_s", *base, "--dry-run", "--since", since)
             doc = plan_json(r, "plan (one workspace added)")
             if int(doc["summary"].get("create", 0)) != 1 or changes(doc["summary"]) != 1:
                 res.note(f"the pull request's plan: summary {doc['summary']} (expected create=1 and nothing else)")
@@ -285,7 +285,7 @@ class Bench:
 
         def pr_apply() -> None:
             with OneWorkspaceKubelet(self.admin, ns, pr) as kubelet:
-                r, verbs = self.reconciler(res, "pr_apply_s", *base, "--timeout", "300")
+                r, verbs = self.reconciler(res, "pr_apply_s", *base, "--timeout", "300", "--since", since)
             doc = plan_json(r, "apply --wait (one workspace added)")
             mine = [w for w in doc.get("workspaces") or [] if w.get("name") == pr]
             if r.rc != 0 or not mine or mine[0].get("ready") is not True:
@@ -309,6 +309,7 @@ class Bench:
         self.measure(res, "plan after one block change", plan_one_change)
         if not self.extended(n):
             return
+        since = repo.commit(f"{n} workspaces applied in {ns}")  # the pull request's base
         repo.set_pr_workspace(True)
         try:
             self.measure(res, "the pull request's plan", pr_plan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,15 @@ class GeneratedRepo:
             path.write_text(workspace_yaml(name, name.split("-")[0], "vscode", "cpu-small"))
         else:
             path.unlink(missing_ok=True)
+
+    def commit(self, message: str) -> str:
+        """Commit the repo as it is (what was applied): the pull request's `--since` base. Its SHA."""
+        git = ["git", "-C", str(self.path), "-c", "user.name=bench", "-c", "user.email=bench@example.org"]
+        if not (self.path / ".git").exists():
+            subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+        return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
 
     def set_block_changed(self, changed: bool) -> None:
         cpu, memory = COMPUTE[CHANGED_BLOCK]

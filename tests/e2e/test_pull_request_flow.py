@@ -233,7 +233,10 @@ def test_a_pull_request_adding_a_workspace_gets_one_plan_comment_that_every_push
     body = only(loop.posted(1), "plan comment POSTed on PR 1").body["body"]
     assert body.startswith(PLAN_MARKER + "\n")
     assert WORKSPACE in body and "create" in body and URL in body and "gpu-a100-1" in body
-    assert "Plan: 1 to create, 0 to update, 0 to delete, 2 unchanged" in body
+    # Planned --since the PR's base: its one workspace, not the two already applied.
+    assert "Plan: 1 to create, 0 to update, 0 to delete, 0 unchanged" in body
+    assert f"Planned 1 workspace, changed since {loop.repo.sha('main')[:12]}: {WORKSPACE}; the repo's 2 other " \
+        "workspaces were not read (the drift check compares them all)." in body
     assert re.search(r"^\[Full run and logs\]\(https?://\S+/actions/runs/\w+\)$", body, re.M), "links its run"
     assert loop.edited() == []
     assert PLAN_MARKER in results["plan"].step("Plan").summary, "the job summary carries the plan too"

@@ -226,8 +226,9 @@ def test_plan_validates_with_the_actor_then_posts_a_dry_run() -> None:
     checkout = jobs(doc)["validate"]["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0
     plan = step(doc, "plan", "Plan")
-    assert "python -m reconciler --dry-run --output markdown --comment" in plan["run"]
+    assert "python -m reconciler --dry-run --output markdown --comment --since \"$BASE_SHA\"" in plan["run"]
     assert plan["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "RECONCILE_DEBUG": "1",
+                           "BASE_SHA": "${{ github.event.pull_request.base.sha }}",
                            "RUNAI_CLIENT_ID": "${{ secrets.RUNAI_PLAN_CLIENT_ID }}",
                            "RUNAI_CLIENT_SECRET": "${{ secrets.RUNAI_PLAN_CLIENT_SECRET }}"}
     assert jobs(doc)["plan"]["steps"][0]["with"]["fetch-depth"] == 0
@@ -239,7 +240,13 @@ def test_apply_is_serialized_and_gated_by_the_production_environment() -> None:
     assert doc["concurrency"] == {"group": "workspace-reconciler-apply", "cancel-in-progress": False}
     (job,) = jobs(doc).values()
     assert job["environment"] == "production"
-    assert 'args=(--wait --comment --kubeconfig "$RUNNER_TEMP/kubeconfig")' in step(doc, "apply", "Apply")["run"]
+    apply = step(doc, "apply", "Apply")
+    assert 'args=(--wait --comment --kubeconfig "$RUNNER_TEMP/kubeconfig")' in apply["run"]
+    # A push applies only what it changed; by hand (workflow_dispatch), or a first push, everything.
+    assert 'if [ "$GITHUB_EVENT_NAME" = "push" ] && [ -n "${BEFORE//0/}" ]; then args+=(--since "$BEFORE"); fi' \
+        in apply["run"]
+    assert apply["env"]["BEFORE"] == "${{ github.event.before }}"
+    assert job["steps"][0]["with"]["fetch-depth"] == 0
     inputs = doc["on"]["workflow_dispatch"]["inputs"]
     assert inputs["adopt"]["type"] == "string" and inputs["allow-mass-delete"]["type"] == "boolean"
     assert "secrets.KUBECONFIG_APPLY" in json.dumps(job)
@@ -422,25 +429,32 @@ def test_the_fork_step_explains_validation_only(runner: Runner) -> None:
 
 
 def test_the_plan_step_posts_a_dry_run_with_the_token(runner: Runner) -> None:
+    runner.expressions["github.event.pull_request.base.sha"] = "b" * 40
     result = runner.run(load("plan.yml"), "plan", "Plan")
     assert result.returncode == 0, result.stderr
     assert runner.calls() == [
-        f"reconcile --dry-run --output markdown --comment --kubeconfig {runner.temp}/kubeconfig",
+        f"reconcile --dry-run --output markdown --comment --since {'b' * 40} --kubeconfig {runner.temp}/kubeconfig",
         "GITHUB_TOKEN=ghs_runner_token",
     ]
 
 
 def test_the_apply_step_waits_and_comments(runner: Runner) -> None:
-    runner.expressions.update({"github.event.inputs.adopt": "", "github.event.inputs.allow-mass-delete": ""})
-    result = runner.run(load("apply.yml"), "apply", "Apply")
+    runner.expressions.update({"github.event.inputs.adopt": "", "github.event.inputs.allow-mass-delete": "",
+                               "github.event.before": "a" * 40})
+    result = runner.run(load("apply.yml"), "apply", "Apply", GITHUB_EVENT_NAME="push")
     assert result.returncode == 0, result.stderr
+    assert runner.calls()[0] == f"reconcile --wait --comment --kubeconfig {runner.temp}/kubeconfig --since {'a' * 40}"
+    # The first push of a branch has no commit before it (all zeros): everything is applied.
+    runner.expressions["github.event.before"] = "0" * 40
+    runner.log.write_text("")
+    assert runner.run(load("apply.yml"), "apply", "Apply", GITHUB_EVENT_NAME="push").returncode == 0
     assert runner.calls()[0] == f"reconcile --wait --comment --kubeconfig {runner.temp}/kubeconfig"
 
 
 def test_a_manual_apply_passes_its_adopt_and_allow_mass_delete_inputs(runner: Runner) -> None:
     runner.expressions.update({"github.event.inputs.adopt": "ann-vscode, bob-lab $(touch pwned)",
-                               "github.event.inputs.allow-mass-delete": "true"})
-    result = runner.run(load("apply.yml"), "apply", "Apply")
+                               "github.event.inputs.allow-mass-delete": "true", "github.event.before": ""})
+    result = runner.run(load("apply.yml"), "apply", "Apply", GITHUB_EVENT_NAME="workflow_dispatch")
     assert result.returncode == 0, result.stderr
     assert runner.calls()[0] == (
         f"reconcile --wait --comment --kubeconfig {runner.temp}/kubeconfig --adopt=ann-vscode --adopt=bob-lab "
