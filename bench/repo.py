@@ -34,7 +34,8 @@ spec:
   image: registry.example.org/mlops/jupyterlab-server:0.1.0
   tool: jupyterlab
   port: 8888
-  args: ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"]
+  args: ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--LabApp.news_url=None",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
   env: {}
   credentials:
     logPattern: "lab?token"

@@ -200,7 +200,7 @@ def _args(environment: Environment, directory: str | None) -> list[str]:
     args = [arg.replace(WORKDIR_PLACEHOLDER, value) for arg in environment.spec.args]
     if environment.spec.tool == "jupyterlab" and directory is not None:
         # The seed's warning: JupyterLab only sees the PVC when its root dir is there.
-        # (Not NotebookApp.notebook_dir, the pre-jupyter_server name: JupyterLab 4 warns it is deprecated.)
+        # (Not the pre-jupyter_server notebook_dir option: JupyterLab 4 warns it is deprecated.)
         args += [f"--ServerApp.root_dir={directory}"]
     if environment.spec.tool == "jupyterlab":
         args += [JUPYTER_ACTIVITY_ARG]

@@ -96,12 +96,14 @@ def status_text(rows: Sequence[StatusRow], color: bool, last_active: Mapping[str
 
 
 def status_markdown(rows: Sequence[StatusRow]) -> str:
-    """The status as a Markdown table (for a job summary)."""
+    """The status as a Markdown table (for a job summary).
+
+    LAST ACTIVE is the moment itself (UTC), not "5m ago": a job summary is read long after it was written."""
     out = [
         f"### workspace-gitops status ({_status_summary_line(rows)})",
         "",
-        "| State | Workspace | Owner | Age | URL | Password/token, or why |",
-        "|---|---|---|---|---|---|",
+        "| State | Workspace | Owner | Age | Last active (UTC) | URL | Password/token, or why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         detail = r.reason
@@ -112,7 +114,9 @@ def status_markdown(rows: Sequence[StatusRow]) -> str:
             detail = f"{hint}; {cell(r.reason)}" if r.reason else hint
         else:
             detail = cell(detail)
+        last_active = r.last_active.replace("T", " ").replace("Z", "")
         out.append(
-            f"| {r.state} | {code(r.name)} | {cell(r.owner)} | {cell(r.age)} | {cell(r.url)} | {detail} |"
+            f"| {r.state} | {code(r.name)} | {cell(r.owner)} | {cell(r.age)} | {cell(last_active)} | {cell(r.url)} "
+            f"| {detail} |"
         )
     return "\n".join(out) + "\n"

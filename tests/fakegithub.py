@@ -40,6 +40,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -50,6 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopback import LoopbackServer  # noqa: E402
 
 DEFAULT_TOKEN = "ghs_FakeToken0123456789abcdefABCDEF"
 DEFAULT_REPOSITORY = "acme/workspaces"
@@ -82,8 +86,10 @@ class _Injection:
 
 
 @dataclass
-class FakeGitHub:
+class FakeGitHub(LoopbackServer):
     """The fake's state; every attribute may be changed by a test at any time."""
+
+    thread_name = "fake-github"
 
     repository: str = DEFAULT_REPOSITORY
     token: str = DEFAULT_TOKEN
@@ -102,50 +108,18 @@ class FakeGitHub:
     _injections: list[_Injection] = field(default_factory=list)
     _next_id: int = 1000
     _commit_pulls_calls: int = 0
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # ----------------------------------------------------------------------------------------
     # lifecycle
 
-    def start(self) -> FakeGitHub:
-        """Listen on 127.0.0.1 on a free port, serving from a daemon thread."""
+    def _bind(self) -> ThreadingHTTPServer:
         fake = self
 
         class Handler(_Handler):
             github = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-github", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The API root, e.g. ``http://127.0.0.1:43121``."""
-        assert self._server is not None, "FakeGitHub is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
     # ----------------------------------------------------------------------------------------
     # scripting

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import launcher  # noqa: E402
+from loopback import LoopbackServer  # noqa: E402
 
 CLIENT_ID = "workspace-gitops-apply"
 CLIENT_SECRET = "runai-secret-0123456789abcdefABCDEF"
@@ -94,8 +95,11 @@ class Workload:
 
 
 @dataclass
-class FakeRunai:
+class FakeRunai(LoopbackServer):
     """The fake's state; attributes may be changed by a test at any time."""
+
+    scheme = "https"
+    thread_name = "fake-runai"
 
     directory: Path
     step: float = 0.3
@@ -116,14 +120,12 @@ class FakeRunai:
     _tokens: set[str] = field(default_factory=set)
     _injections: list[_Injection] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
     ca: Path | None = None
 
     # ---- lifecycle
 
-    def start(self) -> FakeRunai:
-        """Serve HTTPS on 127.0.0.1 (a free port) with a certificate from a throwaway CA (`ca`)."""
+    def _bind(self) -> ThreadingHTTPServer:
+        """HTTPS with a certificate from a throwaway CA (`ca`)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         ca_key = launcher._key()
         ca_name = launcher._name("workspace-gitops-fake-runai-ca")
@@ -139,37 +141,11 @@ class FakeRunai:
         class Handler(_Handler):
             runai = fake
 
-        self._server = _Server(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.directory / "tls.crt", self.directory / "tls.key")
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-runai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeRunai:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The control plane's base URL, e.g. ``https://127.0.0.1:43121``."""
-        assert self._server is not None
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        return server
 
     def environment(self, *, secret: str | None = None) -> dict[str, str]:
         """What a run needs: the credentials and the CA (SSL_CERT_FILE, as for any private CA)."""

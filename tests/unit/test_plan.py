@@ -828,8 +828,8 @@ def test_reports_hide_secrets_but_the_object_to_apply_keeps_them() -> None:
 
 
 def test_secret_looking_flags_in_args_are_masked() -> None:
-    assert mask(["--NotebookApp.token=abc", "--port=8888", "--password", "x"], "args") == [
-        "--NotebookApp.token=***",
+    assert mask(["--ServerApp.token=abc", "--port=8888", "--password", "x"], "args") == [
+        "--ServerApp.token=***",
         "--port=8888",
         "--password",
         "***",

@@ -117,6 +117,7 @@ STATUS = [
         f"kubectl -n sample-project exec deploy/jane-doe-vscode -- cat {CONFIG_FILE}",
         "3d",
         "",
+        last_active="2026-12-02T05:40:12Z",
     ),
     StatusRow(
         "john-tan-jupyterlab",
@@ -294,6 +295,17 @@ def test_status_text_and_markdown_match_their_golden_files() -> None:
     assert ANSI.search(status_text(STATUS, True))
     assert_golden("status.txt", status_text(STATUS, False))
     assert_golden("status.md", status_markdown(STATUS))
+
+
+def test_status_markdown_and_json_show_when_a_running_workspace_was_last_active() -> None:
+    md = status_markdown(STATUS).splitlines()
+    header = md[2].split(" | ")
+    column = header.index("Last active (UTC)")
+    jane = next(line for line in md if "`jane-doe-vscode`" in line).split(" | ")
+    john = next(line for line in md if "`john-tan-jupyterlab`" in line).split(" | ")
+    assert jane[column] == "2026-12-02 05:40:12"
+    assert john[column] == "—"  # running but no reading
+    assert status_json(STATUS)["workspaces"][0]["lastActive"] == "2026-12-02T05:40:12Z"
 
 
 @pytest.mark.parametrize("rows", [[], STATUS[:1]])
