@@ -193,7 +193,7 @@ class Cluster:
         """Everything the plan needs, one paged LIST per kind; any failed read aborts (never 'nothing exists').
 
         Kept as each object is decoded: ours (our managed-by label) whole, except other managers'
-        managedFields entries (the plan reads only ours); another's object only when it has the name
+        managedFields entries (the plan reads only ours) and the status; another's object only when it has the name
         of an object in `wanted` (the desired objects: a conflict, or an object to adopt, which the
         plan diffs and the adoption replaces whole), and every one when `wanted` is None. So memory
         grows with the workspaces we manage, not with whatever else the namespace holds.
@@ -476,13 +476,23 @@ def _keep_live(kind: str, namespace: str, wanted: Collection[ObjectId] | None, i
     item.setdefault("kind", kind)
     meta = item.get("metadata") or {}
     if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
+        # Ours: the plan reads neither the status nor other managers' entries, and our fieldsV1
+        # only once (`diff.owned_fields`), so it is kept as its compact JSON text: a decoded
+        # fieldsV1 tree is as big as the spec it describes (peak memory at 5,000: bench/RUN_NOTES.md).
+        item.pop("status", None)
         fields = meta.get("managedFields")
         if fields:
-            meta["managedFields"] = [f for f in fields if f.get("manager") == FIELD_MANAGER]
+            meta["managedFields"] = [_compact_fields(f) for f in fields if f.get("manager") == FIELD_MANAGER]
         return item
     if wanted is None or ObjectId(kind, namespace, str(meta.get("name", ""))) in wanted:
         return item
     return None
+
+
+def _compact_fields(entry: Json) -> Json:
+    if isinstance(entry.get("fieldsV1"), dict):
+        entry["fieldsV1"] = json.dumps(entry["fieldsV1"], separators=(",", ":"))
+    return entry
 
 
 def _run_all(ops: list[Callable[[], object]]) -> None:
