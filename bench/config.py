@@ -37,13 +37,14 @@ TARGET_PR_WRITES = 3
 TARGET_PR_SPEEDUP = 50.0
 TARGET_FLOOR_RATIO = 1.1
 TARGET_RSS_5000_MB = 150.0
+TARGET_FOREIGN_MB = 20.0
 
 TIMED = (
     "startup_s", "validate_s", "render_s", "plan_empty_s", "apply_create_s", "kubectl_apply_create_s",
     "plan_noop_s", "kubectl_diff_noop_s", "apply_noop_s", "plan_one_change_s",
 )
 PR_TIMED = ("pr_plan_s", "pr_apply_s", "kubectl_pr_diff_s", "kubectl_pr_apply_s", "create_floor_s",
-            "kubernetes_import_s")
+            "kubernetes_import_s", "plan_noop_foreign_s")
 """The one-workspace pull request, the create floor and the fixed cost (#15)."""
 PR_COUNTED = ("pr_plan_requests", "pr_apply_requests", "pr_apply_writes", "kubectl_pr_diff_requests",
               "kubectl_pr_apply_requests", "create_floor_requests")

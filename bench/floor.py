@@ -46,7 +46,37 @@ def bodies(render_dir: Path, namespace: str) -> list[list[tuple[str, bytes]]]:
 def create_floor(kubeconfig: Path, namespace: str, render_dir: Path,
                  workers: int = RECONCILER_WORKERS) -> tuple[float, int]:
     """(wall seconds, requests) to server-side apply every rendered object into `namespace`."""
-    jobs = bodies(render_dir, namespace)
+    return send_all(kubeconfig, bodies(render_dir, namespace), workers, "the floor's server-side applies")
+
+
+FOREIGN_CONFIGMAPS = 20_000
+FOREIGN_SERVICES = 2_000
+"""Somebody else's objects in the namespace: many of a kind the plan never lists, some of one it does."""
+
+
+def add_foreign_objects(kubeconfig: Path, namespace: str, configmaps: int = FOREIGN_CONFIGMAPS,
+                        services: int = FOREIGN_SERVICES) -> tuple[float, int]:
+    """Create `configmaps` ConfigMaps (1 KiB of data each) and `services` Services of another manager."""
+    def body(kind: str, name: str) -> tuple[str, bytes]:
+        obj: dict[str, object] = {"apiVersion": "v1", "kind": kind,
+                                  "metadata": {"name": name, "labels": {"app": "someone-else"}}}
+        if kind == "ConfigMap":
+            obj["data"] = {"blob": "x" * 1024}
+        else:
+            obj["spec"] = {"selector": {"app": "someone-else"}, "ports": [{"port": 80}]}
+        plural = "configmaps" if kind == "ConfigMap" else "services"
+        return (f"/api/v1/namespaces/{namespace}/{plural}/{name}?fieldManager=someone-else&force=true",
+                json.dumps(obj).encode())
+
+    objs = [body("ConfigMap", f"other-{i}") for i in range(configmaps)]
+    objs += [body("Service", f"other-svc-{i}") for i in range(services)]
+    batches = [objs[i:i + 100] for i in range(0, len(objs), 100)]
+    return send_all(kubeconfig, batches, RECONCILER_WORKERS, "creating others' objects")
+
+
+def send_all(kubeconfig: Path, jobs: list[list[tuple[str, bytes]]], workers: int, what: str) -> tuple[float, int]:
+    """(wall seconds, requests) to PATCH (server-side apply) every (path, body) of `jobs`, each job's in
+    order, `workers` jobs at a time over one keep-alive pool."""
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
     url = urlsplit(cfg.host)
@@ -60,7 +90,7 @@ def create_floor(kubeconfig: Path, namespace: str, render_dir: Path,
         headers["Authorization"] = token
     failures: list[str] = []
 
-    def one_workspace(objs: list[tuple[str, bytes]]) -> int:
+    def one_job(objs: list[tuple[str, bytes]]) -> int:
         for path, body in objs:
             r = pool.urlopen("PATCH", path, body=body, headers=headers, preload_content=True)
             if not 200 <= r.status < 300:
@@ -69,9 +99,9 @@ def create_floor(kubeconfig: Path, namespace: str, render_dir: Path,
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        sent = sum(ex.map(one_workspace, jobs))
+        sent = sum(ex.map(one_job, jobs))
     seconds = time.perf_counter() - start
     pool.close()
     if failures:
-        raise BenchError(f"the floor's server-side applies failed ({len(failures)}): {failures[0]}")
+        raise BenchError(f"{what} failed ({len(failures)}): {failures[0]}")
     return seconds, sent

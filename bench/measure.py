@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.audit import Audit
 from bench.config import BENCH, UA_KUBECTL, UA_RECONCILER, WRITE_VERBS, BenchError, Config, log
-from bench.floor import create_floor
+from bench.floor import FOREIGN_CONFIGMAPS, FOREIGN_SERVICES, add_foreign_objects, create_floor
 from bench.kube import Admin, OneWorkspaceKubelet, create_namespaces, delete_namespaces
 from bench.repo import CHANGED_BLOCK, GeneratedRepo, generate_repo
 from bench.runner import Ran, cpu_seconds, kubectl_argv, python_argv, reconcile_argv, run
@@ -300,6 +300,17 @@ class Bench:
             log(f"  PR apply --wait     {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests ({objects} object "
                 f"writes, {writes} with the Lease)  {r.maxrss_mb:6.0f} MB")
 
+        def foreign() -> None:
+            seconds, sent = add_foreign_objects(self.kc, ns)
+            log(f"  others' objects     {seconds:7.2f}s  {sent} created ({FOREIGN_CONFIGMAPS} ConfigMaps, "
+                f"{FOREIGN_SERVICES} Services)")
+            r, verbs = self.reconciler(res, "plan_noop_foreign_s", *base, "--dry-run")
+            doc = plan_json(r, "plan (no-op, with others' objects)")
+            if changes(doc["summary"]):
+                res.note(f"others' objects changed the no-op plan: summary {doc['summary']}; {first_diffs(doc)}")
+            res.time("plan_noop_foreign_s", r.seconds)
+            log(f"  plan (+others')     {r.seconds:7.2f}s  {sum(verbs.values()):5d} requests  {r.maxrss_mb:6.0f} MB")
+
         self.measure(res, "plan against an empty namespace", plan_empty)
         if not self.measure(res, "apply creating everything", apply_create):
             return
@@ -313,7 +324,9 @@ class Bench:
         repo.set_pr_workspace(True)
         try:
             self.measure(res, "the pull request's plan", pr_plan)
-            self.measure(res, "the pull request's apply", pr_apply)
+            if self.measure(res, "the pull request's apply", pr_apply):
+                # Last: the namespace keeps them until it is deleted.
+                self.measure(res, "the no-op plan with others' objects in the namespace", foreign)
         finally:
             repo.set_pr_workspace(False)
 
