@@ -348,9 +348,11 @@ class Cluster:
         pending = set(names)
         ready: list[str] = []
         selector = self._managed_selector(project)
+        interval = 1.0
         if len(pending) <= WAIT_BY_NAME:  # a pull request's few workspaces: not every Deployment, every second
             named = f"{LABEL_INSTANCE} in ({','.join(sorted(pending))})"
             selector = {"labelSelector": f"{selector['labelSelector']},{named}"}
+            interval = 0.2  # a small LIST: look often at first (a pod is often ready within a second or two)
         while True:
             deps = {d["metadata"]["name"]: d for d in self._list(
                 f"/apis/apps/v1/namespaces/{self.namespace}/deployments", f"list deployments in {self.namespace}",
@@ -363,7 +365,8 @@ class Cluster:
                 progress(sorted(ready), sorted(pending))
             if not pending or time.monotonic() >= deadline:
                 break
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            interval = min(1.0, interval * 1.5)
         results = {n: WorkspaceResult(ready=True, reason="ready", errors=[]) for n in ready}
         if pending:
             reasons = self._not_ready_reasons(project, deps, pending)
