@@ -193,7 +193,7 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     markdown = None
     extras = extras or {}
     if o.output == "json":
-        click.echo(json.dumps(plan_json(plan, results or None), indent=2))
+        click.echo(json.dumps(plan_json(plan, results or None, extras.get("cost")), indent=2))
     elif o.output == "markdown":
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit, **extras)
         click.echo(markdown)

@@ -15,8 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from reconciler.fields import parse_quantity
-from reconciler.models import NodePool, Prices
-from reconciler.placement import GPU_FRACTION_ANNOTATION
+from reconciler.models import ComputeResource, NodePool, Prices
+from reconciler.placement import GPU_FRACTION_ANNOTATION, gpu_text, is_fraction
 from reconciler.plan import Action, Plan
 from reconciler.render import CONTAINER_NAME, GPU_RESOURCE
 
@@ -83,6 +83,17 @@ def deployment_hourly(deployment: Mapping[str, Any] | None, prices: Prices,
     return total * Decimal(int(replicas))
 
 
+def compute_hourly(compute: ComputeResource, prices: Prices) -> Decimal:
+    """One running hour of a workspace on `compute` as `render` gives it (requests = limits), without
+    reading its Deployment: for the workspaces a `--since` plan did not read."""
+    gpu = compute.spec.gpu
+    amounts = {"cpu": compute.spec.cpu, "memory": compute.spec.memory}
+    if gpu > 0 and not is_fraction(gpu):
+        amounts[GPU_RESOURCE] = gpu_text(gpu)
+    fraction = Decimal(gpu_text(gpu)) if is_fraction(gpu) else Decimal(0)
+    return hourly({"limits": amounts}, prices, gpu_fraction=fraction, pool=compute.spec.node_pool)
+
+
 def _pool(selector: Mapping[str, str], pools: Mapping[str, NodePool]) -> str | None:
     """The node pool a pod's nodeSelector picks: the one with the most labels, all of them in the selector."""
     matches = [(len(p.node_selector), name) for name, p in pools.items()
@@ -97,12 +108,15 @@ def _fraction(value: object) -> Decimal:
         return Decimal(0)
 
 
-def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] | None = None) -> PlanCost | None:
-    """The cost section of `plan`, or None when the project sets no prices."""
+def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] | None = None,
+              unread: Decimal = Decimal(0)) -> PlanCost | None:
+    """The cost section of `plan`, or None when the project sets no prices.
+
+    `unread`: what the running workspaces a `--since` plan did not read cost per hour (in both totals)."""
     if prices is None:
         return None
     rows: list[WorkspaceCost] = []
-    before_total = after_total = Decimal(0)
+    before_total = after_total = unread
     for w in plan.workspaces:
         deployment = next((o for o in w.objects if o.id.kind == "Deployment"), None)
         live = deployment.live if deployment is not None else None

@@ -184,8 +184,9 @@ def _workspace_json(w: WorkspacePlan, result: WorkspaceResult | None) -> dict[st
     return out
 
 
-def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
-    """The plan/apply JSON of docs/CLI.md#json-output (plus project, warnings, blast radius and apply results)."""
+def plan_json(plan: Plan, results: Results | None = None, cost: PlanCost | None = None) -> dict[str, Any]:
+    """The plan/apply JSON of docs/CLI.md#json-output (plus project, warnings, blast radius, scope, cost and
+    apply results)."""
     out: dict[str, Any] = {
         "summary": plan.summary(),
         "workspaces": [_workspace_json(w, (results or {}).get(w.name)) for w in plan.workspaces],
@@ -202,6 +203,14 @@ def plan_json(plan: Plan, results: Results | None = None) -> dict[str, Any]:
         "workspaces": None if scope.names is None else sorted(scope.names),
         "notRead": scope.outside,
         "reason": scope.reason,
+    }
+    out["cost"] = None if cost is None else {
+        "currency": cost.currency,
+        "workspaces": [{"name": w.name, "action": w.action.value, "beforePerHour": float(w.before),
+                        "afterPerHour": float(w.after)} for w in cost.workspaces],
+        "totalBeforePerHour": float(cost.total_before),
+        "totalAfterPerHour": float(cost.total_after),
+        "totalAfterPerMonth": float(monthly(cost.total_after)),
     }
     if results is not None:
         out["applied"] = True

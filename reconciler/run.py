@@ -12,11 +12,12 @@ import datetime as dt
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler import cluster
 from reconciler.cluster import ClusterOptions
-from reconciler.cost import plan_cost
+from reconciler.cost import compute_hourly, plan_cost
 from reconciler.errors import PlanRefused
 from reconciler.impact import check, conflict_refusals
 from reconciler.lease import ApplyOptions
@@ -138,5 +139,10 @@ def plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
     today = dt.datetime.now(dt.UTC).date()
     # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
     prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
-    cost = plan_cost(plan, prices, repo.project.spec.node_pools)
+    unread = Decimal(0)
+    names = plan.scope.names if plan.scope is not None else None
+    if prices is not None and names is not None:  # --since: the others, as the repo has them
+        unread = sum((compute_hourly(repo.compute[w.spec.compute], prices) for n, w in repo.workspaces.items()
+                      if n not in names and w.spec.state == "running"), Decimal(0))
+    cost = plan_cost(plan, prices, repo.project.spec.node_pools, unread)
     return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}

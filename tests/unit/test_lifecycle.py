@@ -14,12 +14,14 @@ from click.testing import CliRunner
 
 from reconciler import github, github_api
 from reconciler.cli import main
-from reconciler.cost import deployment_hourly, hourly, money, monthly, running_cost
+from reconciler.cost import compute_hourly, deployment_hourly, hourly, money, monthly, running_cost
 from reconciler.errors import GitHubError, ValidationFailed
 from reconciler.lifecycle import Activity, LifecyclePull, decide, expiry_warnings, marker, parse_marker, set_stopped
 from reconciler.models import Prices, Repo
-from reconciler.plan import StatusRow
+from reconciler.plan import LiveState, PlanOptions, Scope, StatusRow, compute_plan
 from reconciler.render import render
+from reconciler.report import plan_json
+from reconciler.run import plan_extras
 from reconciler.status_report import status_text
 from reconciler.validate import load_repo
 from tests.fakegithub import FakeGitHub
@@ -227,6 +229,32 @@ def test_a_stopped_workspace_costs_nothing(example_repo: Path) -> None:
     # Two cpu-small workspaces (1 CPU, 4 GiB each): 2 * (0.04 + 0.02) an hour.
     assert total.line() == "cost: USD 0.12/h, USD 87.60/month (730 h) for 2 running workspaces"
     assert total.as_json() == {"currency": "USD", "perHour": 0.12, "perMonth": 87.6, "runningWorkspaces": 2}
+
+
+def test_a_workspace_not_read_costs_what_its_compute_block_renders_to(example_repo: Path) -> None:
+    repo = load_repo(example_repo)
+    for w in render(repo):
+        assert compute_hourly(repo.compute[w.compute], PRICES) == deployment_hourly(w.objects[0], PRICES) > 0
+
+
+def test_a_since_plans_project_total_still_counts_the_running_workspaces_it_did_not_read(example_repo: Path) -> None:
+    set_project(example_repo, prices={"currency": "USD", "cpu": 0.04, "memoryGiB": 0.005, "gpu": 2.5})
+    repo = load_repo(example_repo)
+    desired = render(repo)
+    empty = LiveState({}, {}, [])
+    full = compute_plan(desired, empty, repo.project.name, repo.project.namespace, PlanOptions())
+    first = desired[0].name
+    scoped = compute_plan(desired[:1], empty, repo.project.name, repo.project.namespace, PlanOptions(),
+                          Scope("main", frozenset({first}), outside=len(desired) - 1))
+    whole, part = plan_extras(repo, full)["cost"], plan_extras(repo, scoped)["cost"]
+    assert part.total_after == whole.total_after > 0
+    assert part.total_before == whole.total_after - deployment_hourly(desired[0].objects[0], PRICES)
+    assert [w.name for w in part.workspaces] == [first]
+    shown = plan_json(scoped, cost=part)["cost"]
+    assert shown["currency"] == "USD" and shown["totalAfterPerHour"] == float(whole.total_after)
+    assert shown["workspaces"] == [{"name": first, "action": "create", "beforePerHour": 0.0,
+                                    "afterPerHour": float(part.workspaces[0].after)}]
+    assert plan_json(scoped)["cost"] is None
 
 
 def test_status_shows_last_active_and_the_cost_totals() -> None:
