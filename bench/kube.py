@@ -113,11 +113,13 @@ def wait_bound(admin: Admin, namespaces: list[str], timeout: float = 60) -> None
     log(f"  claims Bound after {time.monotonic() - start:.1f}s")
 
 
-def delete_namespaces(admin: Admin, namespaces: list[str], timeout: float = 600) -> None:
-    """Delete the namespaces and their volumes, and wait until they are gone."""
+def delete_namespaces(admin: Admin, namespaces: list[str], timeout: float = 600, wait: bool = True) -> None:
+    """Delete the namespaces and their volumes, and (`wait`) wait until they are gone."""
     for ns in namespaces:
         _ignore_404(admin.core.delete_namespace, ns)
         _ignore_404(admin.core.delete_persistent_volume, pv_name(ns))
+    if not wait:
+        return
     start = time.monotonic()
     for ns in namespaces:
         while admin.namespace_exists(ns):

@@ -258,7 +258,8 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
         "",
         f"## The one-workspace pull request, in a repo of {n} applied workspaces", "",
         "One workspace file added to the repo whose workspaces are all applied: the plan the pull request's "
-        "check waits for, and the apply after the merge until the new workspace is ready; kubectl on the same "
+        "check waits for (`--dry-run --since BASE`, BASE being the applied commit, as `plan.yml` runs it), and "
+        "the apply after the merge until the new workspace is ready (`--wait --since BASE`); kubectl on the same "
         "change, in its namespace holding the same objects (it diffs and applies every rendered object).", "",
         "| measurement | reconciler | kubectl | kubectl / reconciler | target | result |",
         "|---|---:|---:|---:|---|---|",
