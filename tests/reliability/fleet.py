@@ -173,8 +173,9 @@ class Fleet:
         assert r.code in (0, 1) and r.stdout.strip(), str(r)
         return r.json  # type: ignore[no-any-return]
 
-    def apply(self, *extra: str, kubeconfig: Path | None = None) -> tuple[int, str, str]:
-        return finish(launch(*self.apply_args(*extra), kubeconfig=kubeconfig or self.kubeconfig))
+    def apply(self, *extra: str, kubeconfig: Path | None = None,
+              env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        return finish(launch(*self.apply_args(*extra), kubeconfig=kubeconfig or self.kubeconfig, env=env))
 
     # --- what must never move --------------------------------------------------------------------
     def add_bystanders(self) -> None:
