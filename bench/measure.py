@@ -186,24 +186,26 @@ class Bench:
         rendered = self.measure(res, "render", render)
 
         # Rotate which client goes first, so none always meets a colder or busier apiserver.
-        blocks: list[Callable[[], None]] = [
-            lambda: self.reconciler_block(res, repo, ns_r, foreign_too=i == self.cfg.runs_for(n)),
-            lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None,
-            lambda: self.floor_block(res, repo, ns_f, render_dir) if rendered and self.extended(n) else None]
+        blocks: list[tuple[str, Callable[[], None]]] = [
+            (ns_r, lambda: self.reconciler_block(res, repo, ns_r, foreign_too=i == self.cfg.runs_for(n))),
+            (ns_k, lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None),
+            (ns_f, lambda: self.floor_block(res, repo, ns_f, render_dir) if rendered and self.extended(n) else None)]
         k = (i - 1) % len(blocks)
-        for block in blocks[k:] + blocks[:k]:
+        order = blocks[k:] + blocks[:k]
+        last_run = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n)
+        for j, (ns, block) in enumerate(order):
             block()
-        # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait for namespaces.
-        # Nor after the last run (the control plane is stopped next, unless a profile follows).
-        last = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n)
-        if last and not self.cfg.profile:
-            log("  the last run: its namespaces go with the control plane")
-        elif last:  # the profile follows: the client's own CPU, which their deletion hardly disturbs
-            log(f"  deleting namespaces {ns_r}, {ns_k}, {ns_f} (not waiting: the profile follows)")
-            delete_namespaces(self.admin, [ns_r, ns_k, ns_f], wait=False)
-        else:
-            log(f"  deleting namespaces {ns_r}, {ns_k}, {ns_f}")
-            delete_namespaces(self.admin, [ns_r, ns_k, ns_f])
+            # Each block's namespace goes before the next block starts: every client meets the same
+            # cluster, not the Pods (which no node takes) of the Deployments the blocks before it made.
+            # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait.
+            if not (last_run and j == len(order) - 1):
+                log(f"  deleting namespace {ns}")
+                delete_namespaces(self.admin, [ns])
+            elif not self.cfg.profile:  # the control plane is stopped next
+                log(f"  the last block: namespace {ns} goes with the control plane")
+            else:  # the profile follows: the client's own CPU, which this deletion hardly disturbs
+                log(f"  deleting namespace {ns} (not waiting: the profile follows)")
+                delete_namespaces(self.admin, [ns], wait=False)
         shutil.rmtree(render_dir, ignore_errors=True)
         shutil.rmtree(render_dir.with_name(render_dir.name + "-pr"), ignore_errors=True)
         self.audit.quiet()

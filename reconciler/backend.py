@@ -20,7 +20,7 @@ def select_backend(repo: Repo, only: Collection[str] | None = None) -> tuple[Any
     `only`: render just the workspaces of these names (`--since`)."""
     runai_spec = repo.project.spec.runai
     if repo.project.spec.backend != "runai" or runai_spec is None:
-        return None, render(repo, only), repo.project.namespace
+        return None, render(repo, only, lazy=True), repo.project.namespace  # rendered as the plan reads them
     from reconciler.runai import RunaiBackend  # runapy: only with backend runai
     from reconciler.runai_client import RunaiOptions
     from reconciler.runai_spec import render_runai

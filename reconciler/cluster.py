@@ -30,7 +30,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.changeset import DELETE_ORDER
+from reconciler.changeset import DELETE_ORDER, CompactObjects
 from reconciler.errors import ClusterError, LockError
 from reconciler.extensions import extension_notes
 from reconciler.lease import ApplyOptions as ApplyOptions
@@ -202,7 +202,7 @@ class Cluster:
         label, then a GET of each wanted object the LIST did not return (another's, of that name):
         a few requests however many workspaces the namespace holds."""
         ns = self.namespace
-        objects: dict[ObjectId, Json] = {}
+        objects = CompactObjects()
         for kind, (prefix, plural) in KINDS.items():
             if instances is not None and not instances:
                 break
@@ -211,9 +211,10 @@ class Cluster:
                 "labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE} in ({','.join(sorted(instances))})"}
             for item in self._pages(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}",
                                     query, keep):
-                objects[ObjectId(kind, ns, item["metadata"]["name"])] = item
+                objects.add(ObjectId(kind, ns, item["metadata"]["name"]), item)
         if instances is not None:
-            objects |= self._get_each(sorted(set(wanted or ()) - set(objects)))
+            for oid, obj in self._get_each(sorted(set(wanted or ()) - set(objects))).items():
+                objects.add(oid, obj)
         pvcs: dict[str, str] | None = {}
         if claims:
             try:
@@ -479,23 +480,16 @@ def _keep_live(kind: str, namespace: str, wanted: Collection[ObjectId] | None, i
     item.setdefault("kind", kind)
     meta = item.get("metadata") or {}
     if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY:
-        # Ours: the plan reads neither the status nor other managers' entries, and our fieldsV1
-        # only once (`diff.owned_fields`), so it is kept as its compact JSON text: a decoded
-        # fieldsV1 tree is as big as the spec it describes (peak memory at 5,000: bench/RUN_NOTES.md).
+        # Ours: the plan reads neither the status nor other managers' entries (peak memory at 5,000:
+        # bench/RUN_NOTES.md).
         item.pop("status", None)
         fields = meta.get("managedFields")
         if fields:
-            meta["managedFields"] = [_compact_fields(f) for f in fields if f.get("manager") == FIELD_MANAGER]
+            meta["managedFields"] = [f for f in fields if f.get("manager") == FIELD_MANAGER]
         return item
     if wanted is None or ObjectId(kind, namespace, str(meta.get("name", ""))) in wanted:
         return item
     return None
-
-
-def _compact_fields(entry: Json) -> Json:
-    if isinstance(entry.get("fieldsV1"), dict):
-        entry["fieldsV1"] = json.dumps(entry["fieldsV1"], separators=(",", ":"))
-    return entry
 
 
 def _run_all(ops: list[Callable[[], object]]) -> None:

@@ -109,10 +109,12 @@ def _fraction(value: object) -> Decimal:
 
 
 def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] | None = None,
-              unread: Decimal = Decimal(0)) -> PlanCost | None:
+              unread: Decimal = Decimal(0), rendered: Mapping[str, Decimal] | None = None) -> PlanCost | None:
     """The cost section of `plan`, or None when the project sets no prices.
 
-    `unread`: what the running workspaces a `--since` plan did not read cost per hour (in both totals)."""
+    `unread`: what the running workspaces a `--since` plan did not read cost per hour (in both totals);
+    `rendered`: per running workspace, `compute_hourly` of its compute block, for an unchanged
+    Deployment the plan kept no body of (`compute_plan(unchanged_bodies=False)`)."""
     if prices is None:
         return None
     rows: list[WorkspaceCost] = []
@@ -122,7 +124,9 @@ def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] |
         live = deployment.live if deployment is not None else None
         desired = deployment.desired if deployment is not None else None
         before = deployment_hourly(live, prices, pools)
-        if w.action is Action.CONFLICT:
+        if deployment is not None and deployment.action is Action.UNCHANGED and desired is None and live is None:
+            before = after = (rendered or {}).get(w.name, Decimal(0))
+        elif w.action is Action.CONFLICT:
             after = before  # left alone: it keeps costing what it costs
         elif w.action is Action.DELETE:
             after = Decimal(0)

@@ -169,16 +169,12 @@ def _merge_fields(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def owned_fields(live: Mapping[str, Any], manager: str = MANAGED_BY) -> dict[str, Any] | None:
-    """The ``fieldsV1`` set that ``manager`` owns by Apply on ``live``; None when it owns nothing.
-
-    A ``fieldsV1`` may be its JSON text (how `cluster.read_live` keeps ours, to save memory)."""
+    """The ``fieldsV1`` set that ``manager`` owns by Apply on ``live``; None when it owns nothing."""
     owned: dict[str, Any] | None = None
     for entry in (live.get("metadata") or {}).get("managedFields") or ():
         if entry.get("manager") != manager or entry.get("operation") != "Apply" or entry.get("subresource"):
             continue
         fields = entry.get("fieldsV1")
-        if isinstance(fields, str):
-            fields = json.loads(fields)
         if isinstance(fields, dict):
             owned = fields if owned is None else _merge_fields(owned, fields)
     return owned

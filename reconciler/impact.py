@@ -201,7 +201,7 @@ def _node_warnings(running: Sequence[DesiredWorkspace], live: LiveState) -> list
     labels = live.node_labels if live.node_labels is not None and len(live.node_labels) == len(gpus) else None
     out: list[str] = []
     for w in running:
-        selector = dict(pod_spec(w.objects[0] if w.objects else None).get("nodeSelector") or {})
+        selector = dict(w.node_selector)
         candidates = gpus
         where = "no node"
         if w.node_pool and labels is not None:

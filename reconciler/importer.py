@@ -58,7 +58,7 @@ class Candidate:
 
 def read_namespace(namespace: str, opts: ClusterOptions) -> dict[ObjectId, Json]:
     """Every Deployment, Service and Ingress of the namespace (read rights only)."""
-    return Cluster(namespace, opts).read_live(gpu_check=False).objects
+    return dict(Cluster(namespace, opts).read_live(gpu_check=False).objects)  # decoded once: matching reads them often
 
 
 def candidates(repo: Repo, objects: dict[ObjectId, Json], owners: dict[str, str],

@@ -81,7 +81,10 @@ def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def is_ours(obj: Mapping[str, Any], project: str) -> bool:
     """True when the object carries our managed-by label and this project's part-of label."""
-    labels = _labels(obj)
+    return _ours(_labels(obj), project)
+
+
+def _ours(labels: Mapping[str, Any], project: str) -> bool:
     return labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_PART_OF) == project
 
 
@@ -93,7 +96,8 @@ def _object_id(obj: Mapping[str, Any], namespace: str) -> ObjectId:
 
 
 def _compare(
-    oid: ObjectId, desired: dict[str, Any], live: dict[str, Any] | None, project: str, opts: PlanOptions
+    oid: ObjectId, desired: dict[str, Any], live: dict[str, Any] | None, project: str, opts: PlanOptions,
+    unchanged_bodies: bool = True,
 ) -> ObjectChange:
     if live is None:
         return ObjectChange(oid, Action.CREATE, [], desired, None)
@@ -102,6 +106,8 @@ def _compare(
         return ObjectChange(oid, Action.CONFLICT, [], desired, live)
     diff = diff_object(desired, live, owned_fields(live))
     action = Action.UPDATE if diff or not ours else Action.UNCHANGED
+    if action is Action.UNCHANGED and not unchanged_bodies:
+        return ObjectChange(oid, action, [], None, None)
     return ObjectChange(oid, action, diff, desired, live)
 
 
@@ -145,9 +151,9 @@ def _delete_key(change: ObjectChange) -> tuple[int, ObjectId]:
     return (DELETE_ORDER.index(kind) if kind in DELETE_ORDER else len(DELETE_ORDER), change.id)
 
 
-def _deleted_workspace(name: str, changes: list[ObjectChange], live: LiveState) -> WorkspacePlan:
+def _deleted_workspace(name: str, changes: list[ObjectChange]) -> WorkspacePlan:
     changes.sort(key=_delete_key)
-    objs = {c.id.kind: live.objects[c.id] for c in changes}
+    objs = {c.id.kind: c.live or {} for c in changes}
     url = ""
     rules = ((objs.get("Ingress") or {}).get("spec") or {}).get("rules") or []
     if rules and rules[0].get("host"):
@@ -216,12 +222,18 @@ def compute_plan(
     namespace: str,
     opts: PlanOptions,
     scope: Scope | None = None,
+    *,
+    unchanged_bodies: bool = True,
 ) -> Plan:
     """Every desired workspace against the live objects, plus deletes of ours no longer desired.
 
     With a `scope` of names, `desired` is that scope's and only its live objects count: ours of
     other workspaces are neither deleted nor counted (they were not planned), and the managed
-    count adds the repo's workspaces outside the scope, so the mass-delete guard still sees them."""
+    count adds the repo's workspaces outside the scope, so the mass-delete guard still sees them.
+
+    Each workspace's objects are read once (`render` can render them as they are read) and compared;
+    without `unchanged_bodies` an unchanged object's change keeps neither body, so a no-op plan of
+    5,000 workspaces holds no rendered or live object (nothing but a Run:ai annotation reads them)."""
     names = scope.names if scope is not None else None
     desired_ids: set[ObjectId] = set()
     planned: list[tuple[DesiredWorkspace, list[ObjectChange]]] = []
@@ -230,21 +242,22 @@ def compute_plan(
         for obj in w.objects:
             oid = _object_id(obj, namespace)
             desired_ids.add(oid)
-            changes.append(_compare(oid, obj, live.objects.get(oid), project, opts))
+            changes.append(_compare(oid, obj, live.objects.get(oid), project, opts, unchanged_bodies))
         planned.append((w, changes))
 
     # Objects of ours that nothing desires any more, by the workspace they belong to.
     strays: dict[str, list[ObjectChange]] = {}
     managed: set[str] = set()
-    for oid, obj in live.objects.items():
-        if not is_ours(obj, project):
+    for oid in live.objects:
+        labels = live.labels(oid)
+        if not _ours(labels, project):
             continue
-        instance = str(_labels(obj).get(LABEL_INSTANCE) or oid.name)
+        instance = str(labels.get(LABEL_INSTANCE) or oid.name)
         if names is not None and instance not in names:
             continue
         managed.add(instance)
         if oid not in desired_ids:
-            strays.setdefault(instance, []).append(ObjectChange(oid, Action.DELETE, [], None, obj))
+            strays.setdefault(instance, []).append(ObjectChange(oid, Action.DELETE, [], None, live.objects[oid]))
 
     workspaces: list[WorkspacePlan] = []
     for w, changes in planned:
@@ -252,7 +265,7 @@ def compute_plan(
         if extra:
             changes.extend(sorted(extra, key=_delete_key))
         workspaces.append(_workspace_plan(w, changes))
-    workspaces.extend(_deleted_workspace(name, changes, live) for name, changes in strays.items())
+    workspaces.extend(_deleted_workspace(name, changes) for name, changes in strays.items())
     workspaces.sort(key=lambda wp: wp.name)
 
     plan = Plan(
@@ -278,9 +291,9 @@ def _adopt_workspaces(plan: Plan, desired: list[DesiredWorkspace], live: LiveSta
             continue
         ids = {_object_id(o, plan.namespace) for o in w.objects}
         own = {
-            oid: obj
-            for oid, obj in live.objects.items()
-            if oid in ids or (is_ours(obj, plan.project) and _labels(obj).get(LABEL_INSTANCE) == w.name)
+            oid: live.objects[oid]
+            for oid in live.objects
+            if oid in ids or (_ours(live.labels(oid), plan.project) and live.labels(oid).get(LABEL_INSTANCE) == w.name)
         }
         one = compute_plan([w], LiveState(own, live.pvcs, live.node_gpus), plan.project, plan.namespace,
                            dataclasses.replace(opts, adopt=True))

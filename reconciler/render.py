@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from reconciler import extensions, placement, powershell
 from reconciler.models import ComputeResource, DataSource, Environment, Project, Repo, Workspace
@@ -66,9 +66,11 @@ class DesiredWorkspace:
     url: str
     credential_hint: str
     source: str
-    objects: tuple[dict[str, Any], ...]
-    """Deployment, Service, Ingress, in that order (plain dicts)."""
+    objects: Sequence[dict[str, Any]]
+    """Deployment, Service, Ingress, in that order (plain dicts); `RenderedObjects` renders them when read."""
     node_pool: str = ""
+    node_selector: tuple[tuple[str, str], ...] = ()
+    """The node pool's nodeSelector, as the pod template carries it."""
     extensions: tuple[str, ...] = ()
     default_certificate: bool = False
     credential_hint_powershell: str = ""
@@ -76,13 +78,49 @@ class DesiredWorkspace:
     """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
 
 
-def render(repo: Repo, only: Collection[str] | None = None) -> list[DesiredWorkspace]:
-    """Every workspace of a validated repo (or those named in `only`), sorted by name."""
+class RenderedObjects(Sequence[dict[str, Any]]):
+    """A workspace's objects, rendered each time they are read and never kept.
+
+    `render(lazy=True)` gives these, so a plan of 5,000 workspaces, which reads each workspace's
+    objects once, compares them and keeps only what changes, never holds 15,000 rendered objects
+    at once; `ids` names them without rendering them."""
+
+    def __init__(self, make: Callable[[], tuple[dict[str, Any], ...]], ids: tuple[tuple[str, str, str], ...]) -> None:
+        self._make = make
+        self.ids = ids
+        """(kind, namespace, name) of each object, in order."""
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[dict[str, Any], ...]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | tuple[dict[str, Any], ...]:
+        return self._make()[i]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._make())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def object_ids(w: DesiredWorkspace) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of each of `w`'s objects ("" for a namespace the object does not say)."""
+    if isinstance(w.objects, RenderedObjects):
+        return list(w.objects.ids)
+    return [(str(o.get("kind", "")), str(o["metadata"].get("namespace") or ""), str(o["metadata"].get("name", "")))
+            for o in w.objects]
+
+
+def render(repo: Repo, only: Collection[str] | None = None, *, lazy: bool = False) -> list[DesiredWorkspace]:
+    """Every workspace of a validated repo (or those named in `only`), sorted by name.
+
+    `lazy`: each workspace's objects are `RenderedObjects`, rendered when read (the plan's memory)."""
     names = sorted(repo.workspaces if only is None else set(only) & set(repo.workspaces))
-    return [render_workspace(repo, repo.workspaces[name]) for name in names]
+    return [render_workspace(repo, repo.workspaces[name], lazy=lazy) for name in names]
 
 
-def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
+def render_workspace(repo: Repo, workspace: Workspace, *, lazy: bool = False) -> DesiredWorkspace:
     """One workspace of a validated repo (its blocks must exist in `repo`)."""
     project = repo.project
     environment = repo.environments[workspace.spec.environment]
@@ -93,11 +131,17 @@ def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
     annotations = {ANNOTATION_SOURCE: source_path}
     if repo.commit:
         annotations[ANNOTATION_COMMIT] = repo.commit
-    objects = (
-        _deployment(project, workspace, environment, compute, sources, labels, annotations),
-        _service(project, workspace, environment, labels, annotations),
-        _ingress(project, workspace, environment, labels, annotations),
-    )
+
+    def make() -> tuple[dict[str, Any], ...]:
+        return (
+            _deployment(project, workspace, environment, compute, sources, labels, annotations),
+            _service(project, workspace, environment, labels, annotations),
+            _ingress(project, workspace, environment, labels, annotations),
+        )
+
+    objects: Sequence[dict[str, Any]] = make() if not lazy else RenderedObjects(
+        make, tuple((kind, project.namespace, workspace.name) for kind in ("Deployment", "Service", "Ingress")))
+    pool = project.spec.node_pools.get(compute.spec.node_pool or "")
     return DesiredWorkspace(
         name=workspace.name,
         owner=workspace.spec.owner,
@@ -113,6 +157,7 @@ def render_workspace(repo: Repo, workspace: Workspace) -> DesiredWorkspace:
         source=source_path,
         objects=objects,
         node_pool=compute.spec.node_pool or "",
+        node_selector=tuple(sorted(pool.node_selector.items())) if pool is not None and pool.node_selector else (),
         extensions=tuple(environment.spec.vscode.extensions) if environment.spec.vscode else (),
         default_certificate=not (project.spec.ingress and project.spec.ingress.tls_secret),
         credential_hint_powershell=powershell.credential_hint_powershell(project, workspace.name, environment),

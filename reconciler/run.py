@@ -24,7 +24,7 @@ from reconciler.lease import ApplyOptions
 from reconciler.lifecycle import expiry_warnings
 from reconciler.models import Repo
 from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, Scope, WorkspaceResult, compute_plan
-from reconciler.render import DesiredWorkspace
+from reconciler.render import DesiredWorkspace, object_ids
 
 Progress = Callable[[list[str], list[str]], None]
 
@@ -90,14 +90,16 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     api: Backend = backend if backend is not None else cluster.Cluster(namespace, opts.cluster)
     claims = sorted({c for w in desired for c in w.pvcs})
     # Another's object matters to the plan only where we want one of that name (a conflict).
-    wanted = {ObjectId(str(o.get("kind", "")), str(o["metadata"].get("namespace") or namespace),
-                       str(o["metadata"].get("name", ""))) for w in desired for o in w.objects}
+    wanted = {ObjectId(kind, ns or namespace, name) for w in desired for kind, ns, name in object_ids(w)}
 
     scoped = opts.scope.names if opts.scope is not None else None
+    # A backend that annotates the plan reads its unchanged objects too (Run:ai: their URLs); otherwise
+    # the plan keeps only what changes (its memory at 5,000 workspaces).
+    annotates = isinstance(api, Annotates)
 
     def make_plan() -> Plan:
         live = api.read_live(claims, wanted=wanted, instances=scoped)
-        made = compute_plan(desired, live, project, namespace, opts.plan, opts.scope)
+        made = compute_plan(desired, live, project, namespace, opts.plan, opts.scope, unchanged_bodies=annotates)
         return api.annotate(made) if isinstance(api, Annotates) else made
 
     mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)
@@ -139,10 +141,11 @@ def plan_extras(repo: Repo, plan: Plan) -> dict[str, Any]:
     today = dt.datetime.now(dt.UTC).date()
     # Run:ai workspaces are not Deployments: their cost is Run:ai's to report.
     prices = repo.project.spec.prices if repo.project.spec.backend == "kubernetes" else None
-    unread = Decimal(0)
+    # What each running workspace costs as the repo renders it: for those the plan did not read (--since)
+    # and the unchanged ones it keeps no body of.
+    rendered = {n: compute_hourly(repo.compute[w.spec.compute], prices) for n, w in repo.workspaces.items()
+                if w.spec.state == "running"} if prices is not None else {}
     names = plan.scope.names if plan.scope is not None else None
-    if prices is not None and names is not None:  # --since: the others, as the repo has them
-        unread = sum((compute_hourly(repo.compute[w.spec.compute], prices) for n, w in repo.workspaces.items()
-                      if n not in names and w.spec.state == "running"), Decimal(0))
-    cost = plan_cost(plan, prices, repo.project.spec.node_pools, unread)
+    unread = sum((c for n, c in rendered.items() if n not in names), Decimal(0)) if names is not None else Decimal(0)
+    cost = plan_cost(plan, prices, repo.project.spec.node_pools, unread, rendered)
     return {"cost": cost, "expiring": expiry_warnings(repo, today, changed)}

@@ -955,3 +955,68 @@ def test_workspace_plans_are_sorted_by_name_with_deletes_among_them() -> None:
 def test_a_plan_is_plain_data() -> None:
     plan = plan_of([workspace()], LiveState({}, {}, []))
     assert dataclasses.asdict(plan)["workspaces"][0]["name"] == "jane-doe-vscode"
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan that keeps only what changes (a no-op plan of 5,000 workspaces in little memory)
+
+
+def test_a_plan_of_compact_live_objects_and_objects_rendered_when_read_says_what_the_plain_plan_says() -> None:
+    from decimal import Decimal
+
+    from reconciler.changeset import CompactObjects
+    from reconciler.cost import deployment_hourly, plan_cost
+    from reconciler.models import Prices
+    from reconciler.render import RenderedObjects
+
+    same, changed, gone, theirs = (workspace("a-vscode", "a"), workspace("b-vscode", "b"),
+                                   workspace("john-doe-vscode", "john-doe"), workspace())
+    live = live_of(same, changed, gone, theirs)
+    live.objects[oid(changed.objects[0])]["spec"]["template"]["spec"]["containers"][0]["image"] = "old:1"
+    live.objects[oid(theirs.objects[1])]["metadata"]["labels"] = {"app": "hand-made"}
+    desired = [same, changed, theirs]
+    compact = CompactObjects()
+    for k, v in live.objects.items():
+        compact.add(k, v)
+    renders: list[str] = []
+
+    def lazily(w: DesiredWorkspace) -> DesiredWorkspace:
+        def make() -> tuple[dict[str, Any], ...]:
+            renders.append(w.name)
+            return tuple(copy.deepcopy(o) for o in w.objects)
+        ids = tuple((o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in w.objects)
+        return dataclasses.replace(w, objects=RenderedObjects(make, ids))
+
+    plain = plan_of(desired, live)
+    lean = compute_plan([lazily(w) for w in desired], LiveState(compact, live.pvcs, live.node_gpus), PROJECT, NS,
+                        PlanOptions(), unchanged_bodies=False)
+    assert renders == ["a-vscode", "b-vscode", "jane-doe-vscode"]  # each workspace rendered once
+    assert plan_json(lean) == plan_json(plain)
+    assert plan_text(lean, False) == plan_text(plain, False)
+    assert lean.summary() == {"create": 0, "update": 1, "delete": 1, "unchanged": 1, "conflict": 1}
+    # What a no-op plan holds of an unchanged object: no body (desired, live) at all.
+    kept = {(c.id.name, c.action, c.desired is not None, c.live is not None)
+            for w in lean.workspaces for c in w.objects}
+    assert ("a-vscode", Action.UNCHANGED, False, False) in kept and ("b-vscode", Action.UPDATE, True, True) in kept
+    assert ("john-doe-vscode", Action.DELETE, False, True) in kept
+    assert ("jane-doe-vscode", Action.CONFLICT, True, True) in kept
+    # The cost totals: an unchanged Deployment without its body is priced as the repo renders it.
+    prices = Prices(cpu=0.04, memoryGiB=0.005)
+    rendered = {w.name: deployment_hourly(w.objects[0], prices) for w in desired}
+    a, b = plan_cost(plain, prices), plan_cost(lean, prices, rendered=rendered)
+    assert a == b and a is not None and a.total_before > a.total_after > Decimal(0)
+
+
+def test_objects_rendered_when_read_are_the_objects_render_gives(example_repo: Path) -> None:
+    from reconciler.render import object_ids, render
+    from reconciler.validate import load_repo
+
+    repo = load_repo(example_repo)
+    eager, lazy = render(repo), render(repo, lazy=True)
+    assert [w.name for w in lazy] == [w.name for w in eager] and len(eager) >= 2
+    for a, b in zip(eager, lazy, strict=True):
+        assert list(b.objects) == list(a.objects) and len(b.objects) == 3
+        assert b.objects[0] == a.objects[0] and b.objects[0] is not b.objects[0]  # never kept
+        assert object_ids(b) == object_ids(a) == [(k, repo.project.namespace, a.name)
+                                                  for k in ("Deployment", "Service", "Ingress")]
+        assert dataclasses.replace(b, objects=()) == dataclasses.replace(a, objects=())
