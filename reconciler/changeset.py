@@ -46,35 +46,63 @@ PLAN_LABELS = (LABEL_MANAGED_BY, LABEL_PART_OF, LABEL_INSTANCE)
 """The labels the plan sorts live objects by: whose they are, and which workspace they belong to."""
 
 
+_Labels = tuple[str | None, ...]
+CompactEntry = tuple[ObjectId, tuple[_Labels, bytes, tuple[str, ...]]]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 class CompactObjects(Mapping[ObjectId, dict[str, Any]]):
     """Live objects kept as compact JSON text and decoded when looked up: a fresh dict each time, which
     the plan drops once compared unless it changes. 15,000 Deployments, Services and Ingresses take
-    about a fifth of the memory this way (bench/RUN_NOTES.md); only `PLAN_LABELS` stay decoded."""
+    about a tenth of the memory this way (bench/RUN_NOTES.md).
+
+    Only `PLAN_LABELS` stay decoded. Each managedFields entry's `fieldsV1` (the bulk of an object)
+    is kept apart as interned text: objects of the same shape (every workspace of an environment)
+    record the same set, which is then kept once."""
 
     def __init__(self) -> None:
-        self._text: dict[ObjectId, bytes] = {}
-        self._labels: dict[ObjectId, tuple[str | None, ...]] = {}
+        self._kept: dict[ObjectId, tuple[_Labels, bytes, tuple[str, ...]]] = {}
+
+    @staticmethod
+    def entry(oid: ObjectId, obj: Mapping[str, Any]) -> CompactEntry:
+        """What `put` keeps of `obj`: a LIST page holds these, not the decoded objects, until it is done."""
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        # Interned: a workspace's three objects, and every object's managed-by, share one string.
+        kept_labels = tuple(sys.intern(v) if isinstance(v := labels.get(k), str) else None for k in PLAN_LABELS)
+        managed = meta.get("managedFields") or []
+        fields = tuple(sys.intern(_json(m.get("fieldsV1"))) for m in managed)
+        if managed:
+            obj = {**obj, "metadata": {**meta, "managedFields": [
+                {k: v for k, v in m.items() if k != "fieldsV1"} for m in managed]}}
+        return oid, (kept_labels, _json(obj).encode(), fields)
+
+    def put(self, entry: CompactEntry) -> None:
+        self._kept[entry[0]] = entry[1]
 
     def add(self, oid: ObjectId, obj: Mapping[str, Any]) -> None:
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        # Interned: a workspace's three objects, and every object's managed-by, share one string.
-        self._labels[oid] = tuple(sys.intern(v) if isinstance(v := labels.get(k), str) else None
-                                  for k in PLAN_LABELS)
-        self._text[oid] = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        self.put(self.entry(oid, obj))
 
     def labels(self, oid: ObjectId) -> dict[str, str]:
         """The object's `PLAN_LABELS` it has (without decoding it)."""
-        return {k: v for k, v in zip(PLAN_LABELS, self._labels[oid], strict=True) if v is not None}
+        return {k: v for k, v in zip(PLAN_LABELS, self._kept[oid][0], strict=True) if v is not None}
 
     def __getitem__(self, oid: ObjectId) -> dict[str, Any]:
-        decoded: dict[str, Any] = json.loads(self._text[oid])
+        _, text, fields = self._kept[oid]
+        decoded: dict[str, Any] = json.loads(text)
+        for m, f in zip((decoded.get("metadata") or {}).get("managedFields") or (), fields, strict=True):
+            if (value := json.loads(f)) is not None:
+                m["fieldsV1"] = value
         return decoded
 
     def __iter__(self) -> Iterator[ObjectId]:
-        return iter(self._text)
+        return iter(self._kept)
 
     def __len__(self) -> int:
-        return len(self._text)
+        return len(self._kept)
 
 
 @dataclass
@@ -120,19 +148,57 @@ class PlanOptions:
     adopt_workspaces: frozenset[str] = frozenset()  # --adopt WORKSPACE: only these workspaces' objects
 
 
-@dataclass
+Body = dict[str, Any] | bytes | None
+"""An object's body as a change keeps it: a dict, its compact JSON (`compact`), or none."""
+
+
+def compact(obj: Mapping[str, Any] | None) -> bytes | None:
+    """`obj` as compact JSON: about a fifth of the memory of the dict (`ObjectChange` decodes it when read)."""
+    return None if obj is None else json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decoded(body: Body) -> dict[str, Any] | None:
+    if isinstance(body, bytes):
+        decoded: dict[str, Any] = json.loads(body)
+        return decoded
+    return body
+
+
 class ObjectChange:
     """What the plan does to one object.
 
     ``desired`` is exactly what apply sends and ``live`` what was read, so neither is masked:
-    never print them; reports use ``diff``, whose secret-looking values are masked.
+    never print them; reports use ``diff``, whose secret-looking values are masked. Either may be
+    kept as compact JSON (`compact`) and is then decoded, afresh, each time it is read.
     """
 
-    id: ObjectId
-    action: Action
-    diff: list[FieldDiff]
-    desired: dict[str, Any] | None
-    live: dict[str, Any] | None
+    __slots__ = ("id", "action", "diff", "_desired", "_live")
+
+    def __init__(self, id: ObjectId, action: Action, diff: list[FieldDiff], desired: Body, live: Body) -> None:
+        self.id = id
+        self.action = action
+        self.diff = diff
+        self._desired = desired
+        self._live = live
+
+    @property
+    def desired(self) -> dict[str, Any] | None:
+        return _decoded(self._desired)
+
+    @property
+    def live(self) -> dict[str, Any] | None:
+        return _decoded(self._live)
+
+    def _key(self) -> tuple[Any, ...]:
+        return self.id, self.action, self.diff, self.desired, self.live
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectChange) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"ObjectChange({self.id}, {self.action.value}, {len(self.diff)} field diff(s))"
 
 
 @dataclass

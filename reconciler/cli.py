@@ -193,7 +193,11 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     markdown = None
     extras = extras or {}
     if o.output == "json":
-        click.echo(json.dumps(plan_json(plan, results or None, extras.get("cost")), indent=2))
+        # Written as it is encoded: the document of 5,000 workspaces is never one string (peak memory).
+        out = click.get_text_stream("stdout")
+        json.dump(plan_json(plan, results or None, extras.get("cost")), out, indent=2)
+        out.write("\n")
+        out.flush()
     elif o.output == "markdown":
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit, **extras)
         click.echo(markdown)

@@ -23,14 +23,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from reconciler.changeset import DELETE_ORDER, CompactObjects
+from reconciler.changeset import DELETE_ORDER, CompactEntry, CompactObjects
 from reconciler.errors import ClusterError, LockError
 from reconciler.extensions import extension_notes
 from reconciler.lease import ApplyOptions as ApplyOptions
@@ -46,6 +46,7 @@ from reconciler.render import (
     MANAGED_BY,
     PORT_NAME,
     DesiredWorkspace,
+    instances_selector,
     managed_selector,
 )
 
@@ -60,6 +61,7 @@ RETRYABLE = {429, 500, 502, 503, 504}
 WAIT_BY_NAME = 50
 """Up to this many workspaces, the readiness wait lists only their Deployments (by instance label)."""
 Json = dict[str, Any]
+_Kept = TypeVar("_Kept")
 
 
 @dataclass
@@ -160,15 +162,15 @@ class Cluster:
 
     # --- read --------------------------------------------------------------------------------
     def _pages(self, path: str, what: str, query: dict[str, str] | None,
-               keep: Callable[[Json], Json | None]) -> Iterator[Json]:
+               keep: Callable[[Json], _Kept | None]) -> Iterator[_Kept]:
         """Every item of a LIST, page by page (`limit`/`continue`), each decoded on its own as the
         page streams in and passed through `keep` (None drops it): a page is never held decoded."""
         q = dict(query or {})
         q["limit"] = str(self.opts.list_page_size)
         while True:
-            kept: list[Json] = []
+            kept: list[_Kept] = []
 
-            def read(r: Any, kept: list[Json] = kept) -> str:
+            def read(r: Any, kept: list[_Kept] = kept) -> str:
                 kept.clear()  # a page read again after a lost connection starts over
                 page = StreamedList(r.response.stream(1 << 20))
                 for item in page.items():
@@ -206,12 +208,12 @@ class Cluster:
         for kind, (prefix, plural) in KINDS.items():
             if instances is not None and not instances:
                 break
-            keep = partial(_keep_live, kind, ns, wanted)
+            keep = partial(_keep_compact, kind, ns, wanted)
             query = None if instances is None else {
-                "labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_INSTANCE} in ({','.join(sorted(instances))})"}
-            for item in self._pages(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}",
-                                    query, keep):
-                objects.add(ObjectId(kind, ns, item["metadata"]["name"]), item)
+                "labelSelector": f"{LABEL_MANAGED_BY}={MANAGED_BY},{instances_selector(instances)}"}
+            for entry in self._pages(f"{prefix}/namespaces/{ns}/{plural}", f"list {plural} in namespace {ns}",
+                                     query, keep):
+                objects.put(entry)
         if instances is not None:
             for oid, obj in self._get_each(sorted(set(wanted or ()) - set(objects))).items():
                 objects.add(oid, obj)
@@ -230,11 +232,11 @@ class Cluster:
         node_labels: list[dict[str, str]] | None = None
         if gpu_check:
             try:
-                nodes = self._pages("/api/v1/nodes", "list nodes", None, lambda n: {
-                    "g": int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0")),
-                    "l": dict((n.get("metadata") or {}).get("labels") or {})})
-                node_gpus = [n["g"] for n in nodes]
-                node_labels = [n["l"] for n in nodes]
+                nodes = list(self._pages("/api/v1/nodes", "list nodes", None, lambda n: (
+                    int((n.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", "0")),
+                    {str(k): str(v) for k, v in ((n.get("metadata") or {}).get("labels") or {}).items()})))
+                node_gpus = [gpus for gpus, _ in nodes]
+                node_labels = [labels for _, labels in nodes]
             except ClusterError as e:
                 if e.status != 403:
                     raise
@@ -351,8 +353,7 @@ class Cluster:
         selector = self._managed_selector(project)
         interval = 1.0
         if len(pending) <= WAIT_BY_NAME:  # a pull request's few workspaces: not every Deployment, every second
-            named = f"{LABEL_INSTANCE} in ({','.join(sorted(pending))})"
-            selector = {"labelSelector": f"{selector['labelSelector']},{named}"}
+            selector = {"labelSelector": f"{selector['labelSelector']},{instances_selector(pending)}"}
             interval = 0.2  # a small LIST: look often at first (a pod is often ready within a second or two)
         while True:
             deps = {d["metadata"]["name"]: d for d in self._list(
@@ -490,6 +491,12 @@ def _keep_live(kind: str, namespace: str, wanted: Collection[ObjectId] | None, i
     if wanted is None or ObjectId(kind, namespace, str(meta.get("name", ""))) in wanted:
         return item
     return None
+
+
+def _keep_compact(kind: str, namespace: str, wanted: Collection[ObjectId] | None, item: Json) -> CompactEntry | None:
+    """`_keep_live`, kept as compact JSON right away: a page holds no decoded object it keeps."""
+    kept = _keep_live(kind, namespace, wanted, item)
+    return None if kept is None else CompactObjects.entry(ObjectId(kind, namespace, kept["metadata"]["name"]), kept)
 
 
 def _run_all(ops: list[Callable[[], object]]) -> None:

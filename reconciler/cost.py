@@ -114,7 +114,7 @@ def plan_cost(plan: Plan, prices: Prices | None, pools: Mapping[str, NodePool] |
 
     `unread`: what the running workspaces a `--since` plan did not read cost per hour (in both totals);
     `rendered`: per running workspace, `compute_hourly` of its compute block, for an unchanged
-    Deployment the plan kept no body of (`compute_plan(unchanged_bodies=False)`)."""
+    Deployment the plan kept no body of (`compute_plan(lean=True)`)."""
     if prices is None:
         return None
     rows: list[WorkspaceCost] = []

@@ -30,6 +30,7 @@ from reconciler.changeset import (
     StatusState,
     WorkspacePlan,
     WorkspaceResult,
+    compact,
 )
 from reconciler.diff import MASK, FieldDiff, diff_object, mask, owned_fields
 from reconciler.impact import (
@@ -97,18 +98,23 @@ def _object_id(obj: Mapping[str, Any], namespace: str) -> ObjectId:
 
 def _compare(
     oid: ObjectId, desired: dict[str, Any], live: dict[str, Any] | None, project: str, opts: PlanOptions,
-    unchanged_bodies: bool = True,
+    lean: bool = False,
 ) -> ObjectChange:
+    keep = compact if lean else _same
     if live is None:
-        return ObjectChange(oid, Action.CREATE, [], desired, None)
+        return ObjectChange(oid, Action.CREATE, [], keep(desired), None)
     ours = is_ours(live, project)
     if not ours and not opts.adopt:
-        return ObjectChange(oid, Action.CONFLICT, [], desired, live)
+        return ObjectChange(oid, Action.CONFLICT, [], keep(desired), keep(live))
     diff = diff_object(desired, live, owned_fields(live))
     action = Action.UPDATE if diff or not ours else Action.UNCHANGED
-    if action is Action.UNCHANGED and not unchanged_bodies:
+    if action is Action.UNCHANGED and lean:
         return ObjectChange(oid, action, [], None, None)
-    return ObjectChange(oid, action, diff, desired, live)
+    return ObjectChange(oid, action, diff, keep(desired), keep(live))
+
+
+def _same(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    return obj
 
 
 def _workspace_action(changes: Sequence[ObjectChange]) -> Action:
@@ -223,7 +229,7 @@ def compute_plan(
     opts: PlanOptions,
     scope: Scope | None = None,
     *,
-    unchanged_bodies: bool = True,
+    lean: bool = False,
 ) -> Plan:
     """Every desired workspace against the live objects, plus deletes of ours no longer desired.
 
@@ -231,9 +237,10 @@ def compute_plan(
     other workspaces are neither deleted nor counted (they were not planned), and the managed
     count adds the repo's workspaces outside the scope, so the mass-delete guard still sees them.
 
-    Each workspace's objects are read once (`render` can render them as they are read) and compared;
-    without `unchanged_bodies` an unchanged object's change keeps neither body, so a no-op plan of
-    5,000 workspaces holds no rendered or live object (nothing but a Run:ai annotation reads them)."""
+    Each workspace's objects are read once (`render` can render them as they are read) and compared.
+    `lean`: an unchanged object's change keeps neither body (nothing but a Run:ai annotation reads
+    them) and a changed one keeps them as compact JSON, so a plan of 5,000 workspaces holds no
+    rendered or live object as a dict (the reconciler's peak memory: bench/RUN_NOTES.md)."""
     names = scope.names if scope is not None else None
     desired_ids: set[ObjectId] = set()
     planned: list[tuple[DesiredWorkspace, list[ObjectChange]]] = []
@@ -242,7 +249,7 @@ def compute_plan(
         for obj in w.objects:
             oid = _object_id(obj, namespace)
             desired_ids.add(oid)
-            changes.append(_compare(oid, obj, live.objects.get(oid), project, opts, unchanged_bodies))
+            changes.append(_compare(oid, obj, live.objects.get(oid), project, opts, lean))
         planned.append((w, changes))
 
     # Objects of ours that nothing desires any more, by the workspace they belong to.
@@ -257,7 +264,9 @@ def compute_plan(
             continue
         managed.add(instance)
         if oid not in desired_ids:
-            strays.setdefault(instance, []).append(ObjectChange(oid, Action.DELETE, [], None, live.objects[oid]))
+            body = live.objects[oid]
+            strays.setdefault(instance, []).append(ObjectChange(oid, Action.DELETE, [], None,
+                                                                compact(body) if lean else body))
 
     workspaces: list[WorkspacePlan] = []
     for w, changes in planned:

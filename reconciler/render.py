@@ -184,6 +184,11 @@ def managed_selector(project: str) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_PART_OF}={project}"
 
 
+def instances_selector(workspaces: Collection[str]) -> str:
+    """The label selector of the named workspaces' objects (with `managed_selector`, or on its own)."""
+    return f"{LABEL_INSTANCE} in ({','.join(sorted(workspaces))})"
+
+
 def host(project: Project, workspace: str) -> str:
     """`<project>-<workspace>.<domain>`."""
     return f"{project.name}-{workspace}.{project.spec.domain}"

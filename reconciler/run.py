@@ -94,12 +94,12 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
 
     scoped = opts.scope.names if opts.scope is not None else None
     # A backend that annotates the plan reads its unchanged objects too (Run:ai: their URLs); otherwise
-    # the plan keeps only what changes (its memory at 5,000 workspaces).
-    annotates = isinstance(api, Annotates)
+    # the plan keeps only what changes, as compact JSON (its memory at 5,000 workspaces).
+    lean = not isinstance(api, Annotates)
 
     def make_plan() -> Plan:
         live = api.read_live(claims, wanted=wanted, instances=scoped)
-        made = compute_plan(desired, live, project, namespace, opts.plan, opts.scope, unchanged_bodies=annotates)
+        made = compute_plan(desired, live, project, namespace, opts.plan, opts.scope, lean=lean)
         return api.annotate(made) if isinstance(api, Annotates) else made
 
     mass_delete_rules = dataclasses.replace(opts.plan, adopt=True)

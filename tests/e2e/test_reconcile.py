@@ -383,3 +383,21 @@ def test_the_plan_tests_recorded_live_objects_are_what_the_api_server_returns(
     assert sorted(recorded) == sorted(committed), "recordings missing or stale: rerun with RECORD_LIVE=1"
     for name, text in recorded.items():
         assert text == committed[name], f"{name} differs from what the API server returns now"
+
+
+def test_a_node_pool_no_node_of_the_cluster_carries_is_warned_about_and_one_that_matches_is_not(
+        repo: Repo, kc: Path) -> None:
+    # The suite's nodes are labelled type=fake: the plan reads the nodes' labels from the apiserver.
+    repo.edit("project.yaml", lambda d: d["spec"].update(nodePools={
+        "fake": {"nodeSelector": {"type": "fake"}}, "a100": {"nodeSelector": {"type": "gpu-a100"}}}))
+    repo.write("blocks/compute/cpu-pooled.yaml", {
+        "apiVersion": "workspaces/v1", "kind": "ComputeResource", "metadata": {"name": "cpu-pooled"},
+        "spec": {"cpu": "1", "memory": "1Gi", "gpu": 0, "nodePool": "a100"}})
+    repo.add_workspace("pia-vscode", "pia", compute="cpu-pooled")
+    warnings = plan(repo, kc).get("warnings", [])
+    assert any(w.startswith("pia-vscode: no node matches node pool a100 (nodeSelector type=gpu-a100)")
+               for w in warnings), warnings
+
+    repo.edit("blocks/compute/cpu-pooled.yaml", lambda d: d["spec"].update(nodePool="fake"))
+    warnings = plan(repo, kc).get("warnings", [])
+    assert not any("pia-vscode" in w for w in warnings), warnings

@@ -978,6 +978,7 @@ def test_a_plan_of_compact_live_objects_and_objects_rendered_when_read_says_what
     compact = CompactObjects()
     for k, v in live.objects.items():
         compact.add(k, v)
+    assert {k: compact[k] for k in compact} == live.objects  # kept compact, decoded the same
     renders: list[str] = []
 
     def lazily(w: DesiredWorkspace) -> DesiredWorkspace:
@@ -989,7 +990,7 @@ def test_a_plan_of_compact_live_objects_and_objects_rendered_when_read_says_what
 
     plain = plan_of(desired, live)
     lean = compute_plan([lazily(w) for w in desired], LiveState(compact, live.pvcs, live.node_gpus), PROJECT, NS,
-                        PlanOptions(), unchanged_bodies=False)
+                        PlanOptions(), lean=True)
     assert renders == ["a-vscode", "b-vscode", "jane-doe-vscode"]  # each workspace rendered once
     assert plan_json(lean) == plan_json(plain)
     assert plan_text(lean, False) == plan_text(plain, False)
@@ -1000,6 +1001,9 @@ def test_a_plan_of_compact_live_objects_and_objects_rendered_when_read_says_what
     assert ("a-vscode", Action.UNCHANGED, False, False) in kept and ("b-vscode", Action.UPDATE, True, True) in kept
     assert ("john-doe-vscode", Action.DELETE, False, True) in kept
     assert ("jane-doe-vscode", Action.CONFLICT, True, True) in kept
+    # ... and of a changed one, the same bodies (kept as compact JSON).
+    assert deployment_change(lean, "b-vscode").desired == deployment_change(plain, "b-vscode").desired
+    assert deployment_change(lean, "b-vscode").live == deployment_change(plain, "b-vscode").live
     # The cost totals: an unchanged Deployment without its body is priced as the repo renders it.
     prices = Prices(cpu=0.04, memoryGiB=0.005)
     rendered = {w.name: deployment_hourly(w.objects[0], prices) for w in desired}
