@@ -414,7 +414,7 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            "with `cpu-large`'s memory changed; in another fresh namespace `kubectl apply --server-side -R -f "
            "<render dir>` then `kubectl diff --server-side --field-manager=kubectl -R -f <render dir>` (the "
            "same field manager the apply used; kubectl diff's default is another one). Which tool goes first "
-           "alternates between runs. Both namespaces are deleted (and waited for) at the end of the run.",
+           "alternates between runs.",
            "- Then, in the reconciler's namespace, one workspace file is added (the pull request): `--dry-run` "
            "(its plan) and `reconcile --output json --timeout 300` (apply and wait until ready); in kubectl's, "
            "the repo with that file is rendered again and `kubectl diff --server-side` and `kubectl apply "
@@ -424,7 +424,9 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            "thousands of other Pods stay Pending and cost nothing. Object writes are the PATCHes in the audit "
            "log (the Lease's own create/update/delete are counted apart).",
            "- In a third fresh namespace, the create floor (`bench/floor.py`). The three clients' order rotates "
-           "between runs.",
+           "between runs. Each client's namespace is deleted, and waited for, before the next client starts: "
+           "none meets the Pending Pods of the Deployments another created (the last one's goes with the "
+           "control plane).",
            "- After each create the harness waits for the controller-manager's Pods (they stay Pending: the "
            "one node is tainted) and for the apiserver's audit log to go quiet, so the following no-op measurement "
            "does not compete with that load. kubectl keeps its discovery cache in the work directory "
