@@ -21,6 +21,8 @@ UA_FLOOR = "workspace-gitops-bench-floor/0.1"
 """The minimal client of the create floor (bench/floor.py)."""
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 COMMAND_TIMEOUT = 1800.0
+SEPARATE_FROM = 1000
+"""From this many workspaces up, each client's namespace is deleted before the next client starts."""
 
 # Target thresholds (issue "Performance", at 1,000 workspaces).
 TARGET_PLAN_SPEEDUP = 10.0

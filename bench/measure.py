@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.audit import Audit
-from bench.config import BENCH, UA_KUBECTL, UA_RECONCILER, WRITE_VERBS, BenchError, Config, log
+from bench.config import BENCH, SEPARATE_FROM, UA_KUBECTL, UA_RECONCILER, WRITE_VERBS, BenchError, Config, log
 from bench.floor import FOREIGN_CONFIGMAPS, FOREIGN_SERVICES, add_foreign_objects, create_floor
 from bench.kube import Admin, OneWorkspaceKubelet, create_namespaces, delete_namespaces
 from bench.repo import CHANGED_BLOCK, GeneratedRepo, generate_repo
@@ -193,19 +193,26 @@ class Bench:
         k = (i - 1) % len(blocks)
         order = blocks[k:] + blocks[:k]
         last_run = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n)
+        # From 1,000 workspaces up, each block's namespace goes before the next block starts: every
+        # client meets the same cluster, not thousands of Pods (which no node takes) of the Deployments
+        # the blocks before it made. Below, the few hundred matter less than the time (the namespaces
+        # then go together at the end of the run, which keeps BENCH_WORKSPACES=300 within 10 minutes).
+        # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait.
+        one_by_one = n >= SEPARATE_FROM
         for j, (ns, block) in enumerate(order):
             block()
-            # Each block's namespace goes before the next block starts: every client meets the same
-            # cluster, not the Pods (which no node takes) of the Deployments the blocks before it made.
-            # Not in a `finally`: after Ctrl-C the whole control plane goes, no need to wait.
-            if not (last_run and j == len(order) - 1):
+            if one_by_one and not (last_run and j == len(order) - 1):
                 log(f"  deleting namespace {ns}")
                 delete_namespaces(self.admin, [ns])
-            elif not self.cfg.profile:  # the control plane is stopped next
-                log(f"  the last block: namespace {ns} goes with the control plane")
-            else:  # the profile follows: the client's own CPU, which this deletion hardly disturbs
-                log(f"  deleting namespace {ns} (not waiting: the profile follows)")
-                delete_namespaces(self.admin, [ns], wait=False)
+        left = [ns_r, ns_k, ns_f] if not one_by_one else [order[-1][0]]
+        if last_run and not self.cfg.profile:  # the control plane is stopped next
+            log(f"  the last run: namespace(s) {', '.join(left)} go with the control plane")
+        elif last_run:  # the profile follows: the client's own CPU, which their deletion hardly disturbs
+            log(f"  deleting namespace(s) {', '.join(left)} (not waiting: the profile follows)")
+            delete_namespaces(self.admin, left, wait=False)
+        elif not one_by_one:
+            log(f"  deleting namespaces {', '.join(left)}")
+            delete_namespaces(self.admin, left)
         shutil.rmtree(render_dir, ignore_errors=True)
         shutil.rmtree(render_dir.with_name(render_dir.name + "-pr"), ignore_errors=True)
         self.audit.quiet()
