@@ -194,10 +194,9 @@ def _emit_plan(o: RunOptions, plan: Plan, results: dict[str, WorkspaceResult], c
     extras = extras or {}
     if o.output == "json":
         # Written as it is encoded: the document of 5,000 workspaces is never one string (peak memory).
-        out = click.get_text_stream("stdout")
-        json.dump(plan_json(plan, results or None, extras.get("cost")), out, indent=2)
-        out.write("\n")
-        out.flush()
+        json.dump(plan_json(plan, results or None, extras.get("cost")), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     elif o.output == "markdown":
         markdown = plan_markdown(plan, dry_run=o.dry_run, results=results or None, commit=commit, **extras)
         click.echo(markdown)
