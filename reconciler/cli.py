@@ -252,7 +252,7 @@ def status(repo: Path, output: str, kubeconfig: str | None, kube_context: str | 
     if output == "json":
         click.echo(json.dumps(status_json(rows, result.cost), indent=2))
     elif output == "markdown":
-        click.echo(status_markdown(rows))
+        click.echo(status_markdown(rows, result.cost_line))
     else:
         click.echo(status_text(rows, color=sys.stdout.isatty(), last_active=result.last_active,
                                cost_line=result.cost_line), nl=False)

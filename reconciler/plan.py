@@ -48,6 +48,8 @@ from reconciler.render import (
     LABEL_PART_OF,
     MANAGED_BY,
     DesiredWorkspace,
+    object_id,
+    object_ids,
 )
 
 __all__ = [
@@ -90,10 +92,8 @@ def _ours(labels: Mapping[str, Any], project: str) -> bool:
 
 
 def _object_id(obj: Mapping[str, Any], namespace: str) -> ObjectId:
-    meta = obj.get("metadata") or {}
-    return ObjectId(
-        str(obj.get("kind", "")), str(meta.get("namespace") or namespace), str(meta.get("name", ""))
-    )
+    kind, ns, name = object_id(obj)
+    return ObjectId(kind, ns or namespace, name)
 
 
 def _compare(
@@ -192,8 +192,9 @@ def _workspace_plan(w: DesiredWorkspace, changes: list[ObjectChange]) -> Workspa
     restarts = False
     notes: list[str] = []
     dep = next((c for c in changes if c.id.kind == "Deployment"), None)
-    if dep is not None and dep.action is Action.UPDATE and dep.live is not None:
-        before, after = _replicas(dep.live), _replicas(dep.desired)
+    live = dep.live if dep is not None and dep.action is Action.UPDATE else None  # each read decodes
+    if dep is not None and live is not None:
+        before, after = _replicas(live), _replicas(dep.desired)
         template = any(d.path.startswith("spec.template.") for d in dep.diff)
         restarts = template and before > 0 and after > 0
         if before > 0 and after == 0:
@@ -289,6 +290,10 @@ def compute_plan(
     return _adopt_workspaces(plan, desired, live, opts)
 
 
+def _theirs(labels: Mapping[str, Any], project: str, workspace: str) -> bool:
+    return _ours(labels, project) and labels.get(LABEL_INSTANCE) == workspace
+
+
 def _adopt_workspaces(plan: Plan, desired: list[DesiredWorkspace], live: LiveState, opts: PlanOptions) -> Plan:
     """`plan` with `opts.adopt_workspaces` planned as adopted (`--adopt WORKSPACE`): only theirs."""
     names = opts.adopt_workspaces
@@ -298,12 +303,9 @@ def _adopt_workspaces(plan: Plan, desired: list[DesiredWorkspace], live: LiveSta
     for w in desired:
         if w.name not in names:
             continue
-        ids = {_object_id(o, plan.namespace) for o in w.objects}
-        own = {
-            oid: live.objects[oid]
-            for oid in live.objects
-            if oid in ids or (_ours(live.labels(oid), plan.project) and live.labels(oid).get(LABEL_INSTANCE) == w.name)
-        }
+        ids = {ObjectId(kind, ns or plan.namespace, name) for kind, ns, name in object_ids(w)}
+        own = {oid: live.objects[oid] for oid in live.objects
+               if oid in ids or _theirs(live.labels(oid), plan.project, w.name)}
         one = compute_plan([w], LiveState(own, live.pvcs, live.node_gpus), plan.project, plan.namespace,
                            dataclasses.replace(opts, adopt=True))
         adopted[w.name] = one.workspaces[0]

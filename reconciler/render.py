@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -73,9 +73,9 @@ class DesiredWorkspace:
     """The node pool's nodeSelector, as the pod template carries it."""
     extensions: tuple[str, ...] = ()
     default_certificate: bool = False
+    """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
     credential_hint_powershell: str = ""
     """`credential_hint` for Windows PowerShell."""
-    """No ingress.tlsSecret: the ingress serves its https URL with the controller's default certificate."""
 
 
 class RenderedObjects(Sequence[dict[str, Any]]):
@@ -108,8 +108,13 @@ def object_ids(w: DesiredWorkspace) -> list[tuple[str, str, str]]:
     """(kind, namespace, name) of each of `w`'s objects ("" for a namespace the object does not say)."""
     if isinstance(w.objects, RenderedObjects):
         return list(w.objects.ids)
-    return [(str(o.get("kind", "")), str(o["metadata"].get("namespace") or ""), str(o["metadata"].get("name", "")))
-            for o in w.objects]
+    return [object_id(o) for o in w.objects]
+
+
+def object_id(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(kind, namespace, name) of one object ("" for what it does not say)."""
+    meta = obj.get("metadata") or {}
+    return str(obj.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name", ""))
 
 
 def render(repo: Repo, only: Collection[str] | None = None, *, lazy: bool = False) -> list[DesiredWorkspace]:

@@ -95,8 +95,8 @@ def status_text(rows: Sequence[StatusRow], color: bool, last_active: Mapping[str
     return to_string(lines, color)
 
 
-def status_markdown(rows: Sequence[StatusRow]) -> str:
-    """The status as a Markdown table (for a job summary).
+def status_markdown(rows: Sequence[StatusRow], cost_line: str | None = None) -> str:
+    """The status as a Markdown table (for a job summary), then `cost_line` (the totals) when given.
 
     LAST ACTIVE is the moment itself (UTC), not "5m ago": a job summary is read long after it was written."""
     out = [
@@ -119,4 +119,6 @@ def status_markdown(rows: Sequence[StatusRow]) -> str:
             f"| {r.state} | {code(r.name)} | {cell(r.owner)} | {cell(r.age)} | {cell(last_active)} | {cell(r.url)} "
             f"| {detail} |"
         )
+    if cost_line:
+        out += ["", cost_line]
     return "\n".join(out) + "\n"

@@ -22,7 +22,7 @@ from reconciler.plan import LiveState, PlanOptions, Scope, StatusRow, compute_pl
 from reconciler.render import render
 from reconciler.report import plan_json
 from reconciler.run import plan_extras
-from reconciler.status_report import status_text
+from reconciler.status_report import status_markdown, status_text
 from reconciler.validate import load_repo
 from tests.fakegithub import FakeGitHub
 from tests.unit.conftest import ROOT
@@ -257,7 +257,7 @@ def test_a_since_plans_project_total_still_counts_the_running_workspaces_it_did_
     assert plan_json(scoped)["cost"] is None
 
 
-def test_status_shows_last_active_and_the_cost_totals() -> None:
+def test_status_shows_last_active_and_the_cost_totals_in_the_terminal_and_the_job_summary() -> None:
     rows = [StatusRow("jane-doe-vscode", "jane-doe", "ready", "https://x", "", "3h", "",
                       last_active="2027-03-10T11:55:00Z")]
     text = status_text(rows, False, last_active={"jane-doe-vscode": "5m ago"},
@@ -266,6 +266,9 @@ def test_status_shows_last_active_and_the_cost_totals() -> None:
     assert header.split() == ["NAME", "OWNER", "STATE", "AGE", "LAST", "ACTIVE", "URL"]
     assert "5m ago" in row
     assert text.rstrip().endswith("cost: USD 0.24/h, USD 175.20/month (730 h) for 1 running workspace")
+    summary = status_markdown(rows, "cost: USD 0.24/h, USD 175.20/month (730 h) for 1 running workspace")
+    assert summary.rstrip().endswith("| `jane-doe-vscode` | jane-doe | 3h | 2027-03-10 11:55:00 | https://x | — |"
+                                     "\n\ncost: USD 0.24/h, USD 175.20/month (730 h) for 1 running workspace")
 
 
 # --- GitHub ----------------------------------------------------------------------------------------
