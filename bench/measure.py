@@ -186,10 +186,15 @@ class Bench:
         rendered = self.measure(res, "render", render)
 
         # Rotate which client goes first, so none always meets a colder or busier apiserver.
+        # The references the pull request and the create are compared with (kubectl on the pull request,
+        # the floor) are measured in every run from 1,000 up, below in a size's last run only: they
+        # take minutes of BENCH_WORKSPACES=300's 10 (the Samples table shows how many runs each has).
+        size_last = i == self.cfg.runs_for(n)
+        references = self.extended(n) and (n >= SEPARATE_FROM or size_last)
         blocks: list[tuple[str, Callable[[], None]]] = [
-            (ns_r, lambda: self.reconciler_block(res, repo, ns_r, foreign_too=i == self.cfg.runs_for(n))),
-            (ns_k, lambda: self.kubectl_block(res, repo, ns_k, render_dir) if rendered else None),
-            (ns_f, lambda: self.floor_block(res, repo, ns_f, render_dir) if rendered and self.extended(n) else None)]
+            (ns_r, lambda: self.reconciler_block(res, repo, ns_r, foreign_too=size_last)),
+            (ns_k, lambda: self.kubectl_block(res, repo, ns_k, render_dir, references) if rendered else None),
+            (ns_f, lambda: self.floor_block(res, repo, ns_f, render_dir) if rendered and references else None)]
         k = (i - 1) % len(blocks)
         order = blocks[k:] + blocks[:k]
         last_run = n == max(self.cfg.sizes) and i == self.cfg.runs_for(n)
@@ -344,7 +349,9 @@ class Bench:
         finally:
             repo.set_pr_workspace(False)
 
-    def kubectl_block(self, res: SizeResult, repo: GeneratedRepo, ns: str, render_dir: Path) -> None:
+    def kubectl_block(self, res: SizeResult, repo: GeneratedRepo, ns: str, render_dir: Path,
+                      pull_request: bool) -> None:
+        """kubectl's create and no-op diff in `ns`; with `pull_request` also its diff and apply of the PR."""
         n = repo.n
 
         def apply_create() -> None:
@@ -405,7 +412,7 @@ class Bench:
             return
         settle(self.admin, self.audit, ns, n)
         self.measure(res, "kubectl diff --server-side", diff_noop)
-        if self.extended(n) and self.measure(res, "render (one workspace added)", pr_render):
+        if pull_request and self.measure(res, "render (one workspace added)", pr_render):
             self.measure(res, "kubectl diff --server-side (pull request)", pr_diff)
             self.measure(res, "kubectl apply --server-side (pull request)", pr_apply)
 

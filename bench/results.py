@@ -426,7 +426,9 @@ def write_results(cfg: Config, results: dict[int, SizeResult], summary: dict[str
            "- In a third fresh namespace, the create floor (`bench/floor.py`). The three clients' order rotates "
            "between runs. From 1,000 workspaces up, each client's namespace is deleted, and waited for, before "
            "the next client starts: none meets the thousands of Pending Pods of the Deployments another created "
-           "(below, the three go together at the end of the run; the last run's go with the control plane).",
+           "(below, the three go together at the end of the run; the last run's go with the control plane). "
+           "Below 1,000 workspaces the references (kubectl on the pull request, the floor) are measured in "
+           "the size's last run only, which keeps `BENCH_WORKSPACES=300` within 10 minutes.",
            "- After each create the harness waits for the controller-manager's Pods (they stay Pending: the "
            "one node is tainted) and for the apiserver's audit log to go quiet, so the following no-op measurement "
            "does not compete with that load. kubectl keeps its discovery cache in the work directory "
