@@ -87,7 +87,8 @@ def create_namespaces(admin: Admin, namespaces: list[str]) -> None:
                 persistent_volume_reclaim_policy="Retain",
                 host_path=client.V1HostPathVolumeSource(path="/tmp/workspace-gitops-bench"),
                 claim_ref=client.V1ObjectReference(namespace=ns, name=DATA_SOURCE))), _request_timeout=TIMEOUT)
-    # A claim the volume controller sees before its volume waits for the next resync (15 s).
+    # A claim the volume controller sees before its volume waits for the next resync (2 s with the
+    # launcher's --pvclaimbinder-sync-period, 15 s by default).
     time.sleep(1.0)
     for ns in namespaces:
         admin.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)),

@@ -75,6 +75,7 @@ __all__ = [
     "is_ours",
     "mask",
     "owned_fields",
+    "workspace_object_ids",
 ]
 
 
@@ -94,6 +95,11 @@ def _ours(labels: Mapping[str, Any], project: str) -> bool:
 def _object_id(obj: Mapping[str, Any], namespace: str) -> ObjectId:
     kind, ns, name = object_id(obj)
     return ObjectId(kind, ns or namespace, name)
+
+
+def workspace_object_ids(w: DesiredWorkspace, namespace: str) -> set[ObjectId]:
+    """The ids of `w`'s objects (in `namespace` when an object does not say), without rendering them."""
+    return {ObjectId(kind, ns or namespace, name) for kind, ns, name in object_ids(w)}
 
 
 def _compare(
@@ -303,7 +309,7 @@ def _adopt_workspaces(plan: Plan, desired: list[DesiredWorkspace], live: LiveSta
     for w in desired:
         if w.name not in names:
             continue
-        ids = {ObjectId(kind, ns or plan.namespace, name) for kind, ns, name in object_ids(w)}
+        ids = workspace_object_ids(w, plan.namespace)
         own = {oid: live.objects[oid] for oid in live.objects
                if oid in ids or _theirs(live.labels(oid), plan.project, w.name)}
         one = compute_plan([w], LiveState(own, live.pvcs, live.node_gpus), plan.project, plan.namespace,

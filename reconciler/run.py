@@ -23,8 +23,18 @@ from reconciler.impact import check, conflict_refusals
 from reconciler.lease import ApplyOptions
 from reconciler.lifecycle import expiry_warnings
 from reconciler.models import Repo
-from reconciler.plan import Action, LiveState, ObjectId, Plan, PlanOptions, Scope, WorkspaceResult, compute_plan
-from reconciler.render import DesiredWorkspace, object_ids
+from reconciler.plan import (
+    Action,
+    LiveState,
+    ObjectId,
+    Plan,
+    PlanOptions,
+    Scope,
+    WorkspaceResult,
+    compute_plan,
+    workspace_object_ids,
+)
+from reconciler.render import DesiredWorkspace
 
 Progress = Callable[[list[str], list[str]], None]
 
@@ -90,7 +100,7 @@ def reconcile(desired: list[DesiredWorkspace], project: str, namespace: str, opt
     api: Backend = backend if backend is not None else cluster.Cluster(namespace, opts.cluster)
     claims = sorted({c for w in desired for c in w.pvcs})
     # Another's object matters to the plan only where we want one of that name (a conflict).
-    wanted = {ObjectId(kind, ns or namespace, name) for w in desired for kind, ns, name in object_ids(w)}
+    wanted = {oid for w in desired for oid in workspace_object_ids(w, namespace)}
 
     scoped = opts.scope.names if opts.scope is not None else None
     # A backend that annotates the plan reads its unchanged objects too (Run:ai: their URLs); otherwise

@@ -336,8 +336,8 @@ def start(d: Path, *, audit: bool = False, attached: bool = False, fake_nodes: i
             "--controllers=*,-node-lifecycle-controller",
             "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--kube-api-qps=500", "--kube-api-burst=1000",
-            # A claim the volume controller sees before its volume is bound at the next resync (15 s by
-            # default): the suite's and the benchmark's claims are Bound within 2 s instead.
+            # A claim the volume controller sees before its volume is bound only at the next resync
+            # (15 s by default): the suite's and the benchmark's claims are Bound within 2 s instead.
             "--pvclaimbinder-sync-period=2s",
         ], logs, attached)
         procs.append(kcm)
